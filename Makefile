@@ -1,0 +1,34 @@
+# nmt: top-level tasks. `make demo` runs the whole job offline; `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint format demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check nmt tests
+	$(BIN)/ruff format --check nmt tests
+
+format: $(STAMP)
+	$(BIN)/ruff format nmt tests
+	$(BIN)/ruff check --fix nmt tests
+
+DEMO_DIR ?= demo
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/nmt demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,123 @@
+"""SentencePiece subword models: training, special token ids, and encode/decode for src and tgt.
+
+Special token ids are defined here once; every other module reads them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import sentencepiece as spm
+
+from nmt.errors import NMTError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
+CJK_LANGS = {"zh", "ja", "ko"}
+
+
+def default_character_coverage(*langs: str) -> float:
+    """0.9995 for CJK (large alphabets, rare characters map to <unk>), 1.0 otherwise."""
+    return 0.9995 if any(lang.split("_")[0].lower() in CJK_LANGS for lang in langs) else 1.0
+
+
+def train_sentencepiece(
+    sentences: Iterable[str],
+    model_path: Path,
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    input_sentence_size: int = 2_000_000,
+    what: str = "",
+) -> Path:
+    """Train a SentencePiece model on an iterator of sentences and write it to `model_path`."""
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(model_path, "wb") as model_writer:
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(sentences),
+                model_writer=model_writer,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=character_coverage,
+                input_sentence_size=input_sentence_size,
+                shuffle_input_sentence=True,
+                max_sentence_length=1 << 16,
+                num_threads=2,
+                minloglevel=2,
+                **SPECIAL_IDS,
+            )
+        except RuntimeError as e:
+            model_path.unlink(missing_ok=True)
+            raise NMTError(_explain_trainer_error(str(e), vocab_size, what)) from None
+    return model_path
+
+
+def _explain_trainer_error(msg: str, vocab_size: int, what: str) -> str:
+    label = f" for {what}" if what else ""
+    if "Vocabulary size is too high" in msg or "vocab_size" in msg:
+        limit = msg.rsplit("<=", 1)[-1].strip(" .") if "<=" in msg else "a smaller value"
+        return (
+            f"vocabulary size {vocab_size}{label} is larger than the training data supports: "
+            f"lower --vocab-size to {limit} or less"
+        )
+    return f"SentencePiece training failed{label}: {msg.strip().splitlines()[-1]}"
+
+
+class Tokenizer:
+    """Source and target SentencePiece processors (the same one when the vocabulary is joint)."""
+
+    def __init__(self, src_proto: bytes, tgt_proto: bytes | None = None):
+        self.src_proto = src_proto
+        self.tgt_proto = tgt_proto if tgt_proto is not None else src_proto
+        self.joint = tgt_proto is None or tgt_proto == src_proto
+        try:
+            self.src = spm.SentencePieceProcessor(model_proto=self.src_proto)
+            self.tgt = self.src if self.joint else spm.SentencePieceProcessor(model_proto=self.tgt_proto)
+        except Exception:
+            raise NMTError("SentencePiece model is corrupt or not a SentencePiece model") from None
+
+    @classmethod
+    def from_files(cls, src_model: Path, tgt_model: Path | None = None) -> Tokenizer:
+        """Load from `.model` files; a missing file is a one-line error."""
+        protos = []
+        for path in [src_model] + ([tgt_model] if tgt_model else []):
+            if not Path(path).is_file():
+                raise NMTError(f"SentencePiece model not found: {path}")
+            protos.append(Path(path).read_bytes())
+        return cls(*protos)
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    def encode_src(self, sentences: list[str]) -> list[list[int]]:
+        """Source ids, each sentence closed by EOS."""
+        return [ids + [EOS_ID] for ids in self.src.encode(sentences)]
+
+    def encode_tgt(self, sentences: list[str]) -> list[list[int]]:
+        """Target ids without BOS/EOS (the batcher adds them)."""
+        return self.tgt.encode(sentences)
+
+    def src_pieces(self, sentence: str) -> list[str]:
+        return self.src.encode(sentence, out_type=str) + ["</s>"]
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        return [self.tgt.id_to_piece(i) for i in ids]
+
+    def decode_tgt(self, ids: list[int]) -> str:
+        return self.tgt.decode([i for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
+
+
+def iter_lines(paths: Iterable[Path]) -> Iterator[str]:
+    """Every line of several text files, newline stripped."""
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                yield line.rstrip("\n")
