@@ -1,0 +1,235 @@
+"""Typed configuration: a tree of frozen dataclasses loaded from YAML plus dotted overrides.
+
+Unknown keys, wrong types and impossible combinations fail loudly with the valid choices named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nmt.errors import NMTError
+
+BACKEND_NAMES = ("rnn", "rnn_attention", "transformer")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise NMTError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise NMTError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str = "data-bin"  # a data dir written by `nmt preprocess`
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backend: str = "transformer"
+    d_model: int = 256  # embedding and hidden size
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    dropout: float = 0.1
+    max_len: int = 256  # longest source/target (subwords) the model accepts
+    tie_embeddings: bool = True  # output = target embedding (and source too if joint vocab)
+    # RNN backends
+    cell: str = "lstm"
+    attention: str = "bahdanau"
+    # Transformer
+    n_heads: int = 4
+    d_ff: int = 1024
+    norm: str = "pre"
+    positions: str = "sinusoidal"
+    attention_dropout: float = 0.1
+
+    def __post_init__(self):
+        _choice("model.backend", self.backend, BACKEND_NAMES)
+        _choice("model.cell", self.cell, ("lstm", "gru"))
+        _choice("model.attention", self.attention, ("bahdanau", "luong_dot", "luong_general"))
+        _choice("model.norm", self.norm, ("pre", "post"))
+        _choice("model.positions", self.positions, ("sinusoidal", "learned"))
+        for name in ("d_model", "encoder_layers", "decoder_layers", "max_len", "n_heads", "d_ff"):
+            _positive(f"model.{name}", getattr(self, name))
+        if not 0 <= self.dropout < 1 or not 0 <= self.attention_dropout < 1:
+            raise NMTError("model.dropout and model.attention_dropout must be in [0, 1)")
+        if self.backend == "transformer" and self.d_model % self.n_heads:
+            raise NMTError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
+            )
+        if self.backend == "rnn_attention" and self.d_model % 2:
+            raise NMTError("model.d_model must be even for rnn_attention (two encoder directions)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1
+    max_tokens: int = 4096  # target+source tokens per batch bound (per GPU/process)
+    accum: int = 1  # gradient accumulation steps
+    max_steps: int = 0  # 0: unlimited
+    max_epochs: int = 0  # 0: unlimited
+    max_time: float = 0.0  # wall-clock minutes; 0: unlimited
+    optimizer: str = "adam"
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    schedule: str = "inverse_sqrt"
+    warmup: int = 4000
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0  # 0: no clipping
+    precision: str = "fp32"
+    compile: bool = False
+    valid_every: int = 1000  # steps
+    valid_bleu: bool = True
+    valid_beam: int = 1
+    valid_max_sentences: int = 0  # 0: the whole validation set
+    best_metric: str = "bleu"
+    patience: int = 0  # validations without improvement before stopping; 0: never stop early
+    keep_last: int = 2  # recent checkpoints kept besides best.pt
+    log_every: int = 100
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0: all cores
+
+    def __post_init__(self):
+        _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
+        _choice("train.schedule", self.schedule, ("inverse_sqrt", "noam", "constant"))
+        _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _choice("train.best_metric", self.best_metric, ("bleu", "loss", "ppl"))
+        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("max_tokens", "accum", "lr", "valid_every", "valid_beam", "log_every"):
+            _positive(f"train.{name}", getattr(self, name))
+        for name in ("max_steps", "max_epochs", "max_time", "warmup", "clip_norm", "patience"):
+            _positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        if not 0 <= self.label_smoothing < 1:
+            raise NMTError("train.label_smoothing must be in [0, 1)")
+        if self.best_metric == "bleu" and not self.valid_bleu:
+            raise NMTError("train.best_metric=bleu needs train.valid_bleu=true (or pick loss/ppl)")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building dataclasses from plain dicts, strictly
+
+
+def from_dict(cls, data: Any, where: str = ""):
+    """Build dataclass `cls` from a dict; unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise NMTError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise NMTError(
+            f"unknown config key {prefix}{unknown[0]}; valid keys{' in ' + where if where else ''}: "
+            f"{', '.join(names)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value: Any, path: str):
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, path)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, path)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise NMTError(f"{path} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise NMTError(f"{path} must be {tp.__name__}, got {value!r}")
+
+
+def to_dict(cfg) -> dict:
+    """Plain dict (tuples as lists) for YAML and checkpoints."""
+
+    def plain(x):
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` overrides (values parsed as YAML) to a raw config dict."""
+    import yaml
+
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise NMTError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise NMTError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    return raw
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file (or defaults) and apply dotted overrides."""
+    import yaml
+
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise NMTError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise NMTError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise NMTError(f"{path}: the config must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    return from_dict(Config, raw)
+
+
+def dump_config(cfg: Config, path: Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,78 @@
+"""The contract every backend keeps, and the pieces they share (embeddings, masks).
+
+    encoded = model.encode(src, src_mask)            # flat dict of batch-first tensors
+    cache = model.init_cache(encoded)                # flat dict of batch-first tensors
+    logits, attn, cache = model.decode(tgt_in, encoded, cache)
+
+`decode` without a cache runs teacher-forced over the whole `tgt_in` (B, T); with a cache it takes
+one step (B, 1) and returns the updated cache. Because `encoded` and `cache` are flat dicts of
+tensors whose first dimension is the batch, search reorders beams with one `index_select` each.
+`attn` (B, T, S) is the attention over source positions used for alignments (None for `rnn`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from nmt.tokenizer import PAD_ID
+
+Encoded = dict[str, Tensor]
+Cache = dict[str, Tensor]
+
+
+def select_batch(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+    """Reorder/select batch entries of a flat dict of batch-first tensors."""
+    return {k: v.index_select(0, index) for k, v in state.items()}
+
+
+def src_mask_of(src: Tensor) -> Tensor:
+    """(B, S) bool, True at real tokens."""
+    return src != PAD_ID
+
+
+class Embeddings(nn.Module):
+    """Token embeddings, scaled by sqrt(d_model) when used by the Transformer."""
+
+    def __init__(self, vocab_size: int, d_model: int, scale: bool = False):
+        super().__init__()
+        self.lut = nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        nn.init.normal_(self.lut.weight, mean=0.0, std=d_model**-0.5)
+        with torch.no_grad():
+            self.lut.weight[PAD_ID].zero_()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.lut(ids) * self.scale  # (B, T, d_model)
+
+
+class Seq2Seq(nn.Module):
+    """Base class: holds the shared embedding/output wiring; backends implement the contract."""
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int, tie: bool, joint: bool, scale: bool):
+        super().__init__()
+        self.tgt_embed = Embeddings(tgt_vocab, d_model, scale)
+        share_src = tie and joint and src_vocab == tgt_vocab
+        self.src_embed = self.tgt_embed if share_src else Embeddings(src_vocab, d_model, scale)
+        self.generator = nn.Linear(d_model, tgt_vocab, bias=False)
+        if tie:
+            self.generator.weight = self.tgt_embed.lut.weight
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
+        raise NotImplementedError
+
+    def init_cache(self, encoded: Encoded) -> Cache:
+        raise NotImplementedError
+
+    def decode(
+        self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None
+    ) -> tuple[Tensor, Tensor | None, Cache | None]:
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V) for training."""
+        encoded = self.encode(src, src_mask_of(src))
+        logits, _, _ = self.decode(tgt_in, encoded)
+        return logits

@@ -1,0 +1,227 @@
+"""The Transformer (Vaswani et al. 2017, "Attention Is All You Need").
+
+Read top to bottom: positions, attention, feed-forward, the two layer types, the full model.
+Attention runs through `F.scaled_dot_product_attention`; decoding keeps per-layer self-attention
+keys/values in the cache and computes cross-attention keys/values once per source.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.config import ModelConfig
+from nmt.models.base import Cache, Encoded, Seq2Seq
+
+
+class SinusoidalPositions(nn.Module):
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)  (section 3.5)."""
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        pos = torch.arange(max_len).unsqueeze(1)
+        div = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        return self.pe[offset : offset + length]  # (T, d_model)
+
+
+class LearnedPositions(nn.Module):
+    """A trained embedding per position (the paper's alternative, table 3 row E)."""
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        self.emb = nn.Embedding(max_len, d_model)
+        nn.init.normal_(self.emb.weight, std=0.02)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        return self.emb.weight[offset : offset + length]  # (T, d_model)
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.w_q = nn.Linear(d_model, d_model)
+        self.w_kv = nn.Linear(d_model, 2 * d_model)
+        self.w_o = nn.Linear(d_model, d_model)
+
+    def heads(self, x: Tensor) -> Tensor:
+        B, T, d = x.shape
+        return x.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, T, d_head)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.w_kv(x).chunk(2, dim=-1)
+        return self.heads(k), self.heads(v)  # (B, H, S, d_head) each
+
+    def forward(
+        self,
+        x: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        B, T, d = x.shape
+        q = self.heads(self.w_q(x))  # (B, H, T, d_head)
+        p = self.dropout if self.training else 0.0
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        out = self.w_o(ctx.transpose(1, 2).reshape(B, T, d))  # (B, T, d_model)
+        weights = None
+        if need_weights:  # SDPA does not return weights; recompute them (inference only)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1).mean(1)  # (B, T, S)
+        return out, weights
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2  (section 3.3)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.w_2 = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_2(self.dropout(F.relu(self.w_1(x))))
+
+
+class Sublayer(nn.Module):
+    """Residual connection around a sublayer, with layer norm before (pre) or after (post) it."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def inp(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def out(self, x: Tensor, y: Tensor) -> Tensor:
+        x = x + self.dropout(y)
+        return x if self.pre_norm else self.norm(x)
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention, then feed-forward, each wrapped in a residual sublayer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.sub1 = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.sub2 = Sublayer(cfg.d_model, cfg.dropout, pre)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.sub1.inp(x)
+        y, _ = self.self_attn(h, *self.self_attn.keys_values(h), mask=mask)
+        x = self.sub1.out(x, y)
+        return self.sub2.out(x, self.ff(self.sub2.inp(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Causal self-attention, cross-attention over the encoder memory, then feed-forward."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.sub1 = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.sub2 = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.sub3 = Sublayer(cfg.d_model, cfg.dropout, pre)
+
+    def forward(
+        self,
+        x: Tensor,
+        cross_kv: tuple[Tensor, Tensor],
+        src_mask: Tensor,
+        past_kv: tuple[Tensor, Tensor] | None,
+        need_weights: bool,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
+        h = self.sub1.inp(x)
+        k, v = self.self_attn.keys_values(h)  # (B, H, T, d_head)
+        if past_kv is not None:  # one incremental step: attend to every earlier position
+            k, v = torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2)
+        y, _ = self.self_attn(h, k, v, causal=past_kv is None and x.size(1) > 1)
+        x = self.sub1.out(x, y)
+        y, attn = self.cross_attn(self.sub2.inp(x), *cross_kv, mask=src_mask, need_weights=need_weights)
+        x = self.sub2.out(x, y)
+        return self.sub3.out(x, self.ff(self.sub3.inp(x))), (k, v), attn
+
+
+class Transformer(Seq2Seq):
+    """Encoder-decoder Transformer with tied embeddings and sinusoidal (or learned) positions."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool):
+        super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=True)
+        Positions = SinusoidalPositions if cfg.positions == "sinusoidal" else LearnedPositions
+        self.positions = Positions(cfg.d_model, cfg.max_len + 1)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        pre = cfg.norm == "pre"
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "lut" not in name and "positions" not in name:
+                nn.init.xavier_uniform_(p)
+
+    def embed(self, embed: nn.Module, ids: Tensor, offset: int = 0) -> Tensor:
+        return self.dropout(embed(ids) + self.positions(ids.size(1), offset))  # (B, T, d_model)
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
+        mask = src_mask[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries
+        x = self.embed(self.src_embed, src)
+        for layer in self.encoder_layers:
+            x = layer(x, mask)
+        return {"memory": self.encoder_norm(x), "src_mask": src_mask}  # (B, S, d_model), (B, S)
+
+    def init_cache(self, encoded: Encoded) -> Cache:
+        memory = encoded["memory"]
+        B, H = memory.size(0), self.decoder_layers[0].self_attn.n_heads
+        empty = memory.new_zeros(B, H, 0, memory.size(-1) // H)
+        cache = {}
+        for i, layer in enumerate(self.decoder_layers):
+            cache[f"cross_k{i}"], cache[f"cross_v{i}"] = layer.cross_attn.keys_values(memory)
+            cache[f"self_k{i}"], cache[f"self_v{i}"] = empty, empty
+        return cache
+
+    def decode(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
+        memory, src_mask = encoded["memory"], encoded["src_mask"][:, None, None, :]
+        offset = 0 if cache is None else cache["self_k0"].size(2)
+        x = self.embed(self.tgt_embed, tgt_in, offset)  # (B, T, d_model)
+        new_cache: Cache | None = None if cache is None else {}
+        need_weights = not self.training
+        attn = None
+        last = len(self.decoder_layers) - 1
+        for i, layer in enumerate(self.decoder_layers):
+            if cache is None:
+                cross_kv, past_kv = layer.cross_attn.keys_values(memory), None
+            else:
+                cross_kv = cache[f"cross_k{i}"], cache[f"cross_v{i}"]
+                past_kv = cache[f"self_k{i}"], cache[f"self_v{i}"]
+            x, (k, v), a = layer(x, cross_kv, src_mask, past_kv, need_weights and i == last)
+            if new_cache is not None:
+                new_cache.update({f"cross_k{i}": cross_kv[0], f"cross_v{i}": cross_kv[1]})
+                new_cache.update({f"self_k{i}": k, f"self_v{i}": v})
+            attn = a if i == last else attn
+        logits = self.generator(self.decoder_norm(x))  # (B, T, V)
+        return logits, attn, new_cache
