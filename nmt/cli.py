@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,21 +44,23 @@ def preprocess(
     out: Path = typer.Option(..., "--out", "-o", help="Data dir to write."),
     src: str = typer.Option(..., "--src", "-s", help="Source language code (e.g. de)."),
     tgt: str = typer.Option(..., "--tgt", "-t", help="Target language code (e.g. en)."),
-    train_prefix: Optional[str] = typer.Option(None, help="Plain files PREFIX.{src,tgt}[.gz]."),
-    valid_prefix: Optional[str] = typer.Option(None, help="Validation PREFIX.{src,tgt}[.gz]."),
-    test_prefix: Optional[str] = typer.Option(None, help="Test PREFIX.{src,tgt}[.gz]."),
-    train_file: Optional[str] = typer.Option(None, help="TSV or JSONL training file."),
-    valid_file: Optional[str] = typer.Option(None, help="TSV or JSONL validation file."),
-    test_file: Optional[str] = typer.Option(None, help="TSV or JSONL test file."),
-    src_column: Optional[str] = typer.Option(None, help="Source column (default: --src)."),
-    tgt_column: Optional[str] = typer.Option(None, help="Target column (default: --tgt)."),
-    hub: Optional[str] = typer.Option(None, help="HF hub dataset name (needs internet)."),
-    hub_config: Optional[str] = typer.Option(None, help="HF hub dataset config."),
-    hub_splits: str = typer.Option("train,validation,test", help="Hub split names train,valid,test."),
+    train_prefix: str | None = typer.Option(None, help="Plain files PREFIX.{src,tgt}[.gz]."),
+    valid_prefix: str | None = typer.Option(None, help="Validation PREFIX.{src,tgt}[.gz]."),
+    test_prefix: str | None = typer.Option(None, help="Test PREFIX.{src,tgt}[.gz]."),
+    train_file: str | None = typer.Option(None, help="TSV or JSONL training file."),
+    valid_file: str | None = typer.Option(None, help="TSV or JSONL validation file."),
+    test_file: str | None = typer.Option(None, help="TSV or JSONL test file."),
+    src_column: str | None = typer.Option(None, help="Source column (default: --src)."),
+    tgt_column: str | None = typer.Option(None, help="Target column (default: --tgt)."),
+    hub: str | None = typer.Option(None, help="HF hub dataset name (needs internet)."),
+    hub_config: str | None = typer.Option(None, help="HF hub dataset config."),
+    hub_splits: str = typer.Option(
+        "train,validation,test", help="Hub split names train,valid,test."
+    ),
     vocab_size: int = typer.Option(8000, help="SentencePiece vocabulary size."),
     model_type: str = typer.Option("unigram", help="unigram or bpe."),
     joint: bool = typer.Option(True, "--joint/--separate", help="One vocabulary or one per side."),
-    character_coverage: Optional[float] = typer.Option(
+    character_coverage: float | None = typer.Option(
         None, help="SentencePiece character coverage (default 1.0; 0.9995 for zh/ja/ko)."
     ),
     max_len: int = typer.Option(250, help="Drop training pairs longer than this (subwords)."),
@@ -114,6 +115,176 @@ def preprocess(
         sources=sources,
     )
     preprocess(opts, out, force=force, log=_say)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    ctx: typer.Context,
+    config: Path | None = typer.Argument(None, help="YAML config (data/model/train sections)."),
+    run_dir: Path = typer.Option(
+        Path("runs/default"), "--run-dir", "-o", help="Where checkpoints go."
+    ),
+    resume: bool = typer.Option(
+        False, help="Continue the run in --run-dir from its last checkpoint."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a model. Extra arguments are dotted overrides: train.lr=3e-4 model.d_model=128."""
+    from nmt.config import load_config
+
+    cfg = load_config(config, list(ctx.args))
+    from nmt.training import train as run_training
+
+    summary = run_training(cfg, run_dir, resume=resume, quiet=quiet or not sys.stderr.isatty())
+    if int(os.environ.get("RANK", 0)) == 0:
+        best = summary["best"]
+        best_s = f"{best:.2f}" if best is not None else "n/a"
+        _say(
+            f"trained {summary['steps']} steps ({summary['stop_reason']}); best {summary['best_metric']} "
+            f"{best_s}; checkpoints in {summary['run_dir']}"
+        )
+
+
+@app.command()
+def translate(
+    inputs: list[Path] = typer.Argument(None, help="Input files (default: stdin)."),
+    ckpt: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint (e.g. runs/x/best.pt)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Output file (default: stdout)."
+    ),
+    beam: int = typer.Option(5, "--beam", "-b", help="Beam size (1: greedy)."),
+    batch_tokens: int = typer.Option(4000, help="Source tokens per batch."),
+    alpha: float = typer.Option(0.6, "--length-penalty", help="GNMT length penalty alpha."),
+    n_best: int = typer.Option(1, help="Hypotheses per line (tab-separated with scores)."),
+    max_len_a: float = typer.Option(1.5, help="Max output length = a * source length + b."),
+    max_len_b: int = typer.Option(10, help="Max output length = a * source length + b."),
+    sample: bool = typer.Option(False, help="Sample instead of searching (beam 1)."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    top_k: int = typer.Option(0, help="Sample among the k best tokens (0: all)."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
+    no_repeat_ngram: int = typer.Option(0, help="Block repeated n-grams of this size."),
+    alignment: bool = typer.Option(
+        False, help="Append the source-target alignment (tab-separated)."
+    ),
+    attention_plot: Path | None = typer.Option(None, help="Directory for attention heatmaps."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
+    seed: int = typer.Option(1, help="Random seed for sampling."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Translate files or stdin, one output line per input line, in order."""
+    from nmt.translate import run_translation
+
+    run_translation(
+        ckpt,
+        inputs or [],
+        output,
+        search=dict(
+            beam=beam,
+            alpha=alpha,
+            n_best=n_best,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
+            sample=sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            no_repeat_ngram=no_repeat_ngram,
+        ),
+        batch_tokens=batch_tokens,
+        alignment=alignment,
+        attention_plot=attention_plot,
+        device=device,
+        threads=threads,
+        seed=seed,
+        progress=not quiet and sys.stderr.isatty(),
+        log=_say,
+    )
+
+
+@app.command()
+def evaluate(
+    ckpt: Path | None = typer.Option(
+        None, "--checkpoint", "-c", help="Checkpoint to translate with."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", "-d", help="Data dir (default: the checkpoint's)."
+    ),
+    split: str = typer.Option("test", help="Split of the data dir: valid or test."),
+    source: Path | None = typer.Option(None, help="Source file instead of a data dir split."),
+    reference: Path | None = typer.Option(
+        None, help="Reference file (with --source or --hypothesis)."
+    ),
+    hypothesis: Path | None = typer.Option(None, help="Score this existing hypothesis file."),
+    tgt_lang: str | None = typer.Option(
+        None, help="Target language (picks the BLEU tokenizer)."
+    ),
+    beam: int = typer.Option(5, "--beam", "-b", help="Beam size."),
+    alpha: float = typer.Option(0.6, "--length-penalty", help="GNMT length penalty alpha."),
+    batch_tokens: int = typer.Option(4000, help="Source tokens per batch."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the translations here."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the scores as JSON here."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
+) -> None:
+    """Score translations with sacreBLEU (BLEU, chrF, TER) against references."""
+    from nmt.evaluate import evaluate as run_evaluate
+    from nmt.evaluate import format_table
+
+    result = run_evaluate(
+        checkpoint=ckpt,
+        data_dir=data,
+        split=split,
+        source=source,
+        reference=reference,
+        hypothesis=hypothesis,
+        tgt_lang=tgt_lang,
+        beam=beam,
+        alpha=alpha,
+        batch_tokens=batch_tokens,
+        output=output,
+        json_out=json_out,
+        device=device,
+        threads=threads,
+    )
+    print(format_table(result))
+
+
+@app.command()
+def average(
+    checkpoints: list[Path] = typer.Argument(
+        None, help="Checkpoints to average (or use --run-dir)."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="Average its last N step checkpoints."
+    ),
+    last: int = typer.Option(5, "--last", "-n", help="How many of the run's checkpoints."),
+    output: Path = typer.Option(..., "--output", "-o", help="Averaged checkpoint to write."),
+) -> None:
+    """Average the weights of several checkpoints into one."""
+    from nmt import checkpoint
+
+    paths = list(checkpoints or [])
+    if run_dir is not None:
+        steps = sorted(run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        paths += steps[-last:]
+    checkpoint.average(paths, output)
+    _say(f"averaged {len(paths)} checkpoints into {output}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(
+        Path("demo"), "--out", "-o", help="Directory for everything the demo makes."
+    ),
+    minutes: float = typer.Option(3.0, help="Training time budget in minutes."),
+) -> None:
+    """Offline end-to-end run on a built-in synthetic English->German corpus."""
+    from nmt.demo import run_demo
+
+    run_demo(out, minutes=minutes, log=_say)
 
 
 def main() -> None:

@@ -81,7 +81,9 @@ def check_text_file(path: Path) -> int:
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise NMTError(f"{path}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+                    raise NMTError(
+                        f"{path}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})"
+                    ) from None
     except (OSError, EOFError) as e:
         raise NMTError(f"cannot read {path}: {e}") from None
     return n
@@ -115,7 +117,9 @@ def load_split(source: Source, cache_dir: Path):
                 f"line counts differ: {src_path} has {n_src} lines, {tgt_path} has {n_tgt}"
             )
         stamp = hashlib.sha1(json.dumps([_file_stamp(p) for p in source.paths]).encode())
-        features = datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
+        features = datasets.Features(
+            {"src": datasets.Value("string"), "tgt": datasets.Value("string")}
+        )
         return datasets.Dataset.from_generator(
             _read_pairs,
             gen_kwargs={"src_path": src_path, "tgt_path": tgt_path},
@@ -132,7 +136,9 @@ def load_split(source: Source, cache_dir: Path):
         elif name.endswith((".jsonl", ".json")):
             builder, kwargs = "json", {}
         else:
-            raise NMTError(f"{path}: unknown table format (use .tsv, .jsonl or .json, optionally .gz)")
+            raise NMTError(
+                f"{path}: unknown table format (use .tsv, .jsonl or .json, optionally .gz)"
+            )
         try:
             ds = datasets.load_dataset(
                 builder, data_files=path, split="train", cache_dir=str(cache_dir), **kwargs
@@ -300,7 +306,9 @@ def fingerprint(opts: PreprocessOptions) -> str:
         files = [_file_stamp(p) if os.path.exists(p) else [p] for p in source.paths]
         stamps.append([split, asdict(source), files])
     body = {k: v for k, v in asdict(opts).items() if k not in ("sources", "num_proc")}
-    return hashlib.sha1(json.dumps([FORMAT_VERSION, body, stamps], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha1(
+        json.dumps([FORMAT_VERSION, body, stamps], sort_keys=True).encode()
+    ).hexdigest()
 
 
 def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=print) -> dict:
@@ -315,7 +323,9 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
                 log(f"{out_dir} is up to date (same inputs and options): reusing it")
                 return old
         if not force:
-            raise NMTError(f"output directory {out_dir} already exists: use --force or another --out")
+            raise NMTError(
+                f"output directory {out_dir} already exists: use --force or another --out"
+            )
     if "train" not in opts.sources:
         raise NMTError("no training data given")
 
@@ -356,7 +366,9 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         input_sentence_size=opts.input_sentence_size,
     )
     if opts.joint:
-        train_sentencepiece(_interleave(train), work / "spm.model", what="the joint vocabulary", **spm_kw)
+        train_sentencepiece(
+            _interleave(train), work / "spm.model", what="the joint vocabulary", **spm_kw
+        )
         protos = ((work / "spm.model").read_bytes(), None)
     else:
         for side, lang in (("src", opts.src_lang), ("tgt", opts.tgt_lang)):
@@ -411,7 +423,9 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
     for split in ("valid", "test"):
         if split in counts:
             log(f"{split}: {counts[split]['kept']} pairs")
-    log(f"vocab: src {tok.src_vocab_size}, tgt {tok.tgt_vocab_size} ({'joint' if opts.joint else 'separate'})")
+    log(
+        f"vocab: src {tok.src_vocab_size}, tgt {tok.tgt_vocab_size} ({'joint' if opts.joint else 'separate'})"
+    )
     return meta
 
 

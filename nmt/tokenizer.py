@@ -75,7 +75,9 @@ class Tokenizer:
         self.joint = tgt_proto is None or tgt_proto == src_proto
         try:
             self.src = spm.SentencePieceProcessor(model_proto=self.src_proto)
-            self.tgt = self.src if self.joint else spm.SentencePieceProcessor(model_proto=self.tgt_proto)
+            self.tgt = (
+                self.src if self.joint else spm.SentencePieceProcessor(model_proto=self.tgt_proto)
+            )
         except Exception:
             raise NMTError("SentencePiece model is corrupt or not a SentencePiece model") from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.tokenizer import PAD_ID
@@ -31,6 +32,29 @@ def select_batch(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
 def src_mask_of(src: Tensor) -> Tensor:
     """(B, S) bool, True at real tokens."""
     return src != PAD_ID
+
+
+class Dropout(nn.Module):
+    """Inverted dropout drawing 16 random bits per element from 64-bit draws.
+
+    Same semantics as `nn.Dropout` (keep probability quantised to 1/65536); on CPU it is about
+    twice as fast, because generating the random mask dominates dropout's cost there.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.threshold = int(round(p * 65536)) - 32768  # keep where the int16 draw >= threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.is_cuda:
+            return F.dropout(x, self.p, True)
+        n = x.numel()
+        bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
+        return x * keep * (1.0 / (1.0 - self.p))
 
 
 class Embeddings(nn.Module):
@@ -51,7 +75,9 @@ class Embeddings(nn.Module):
 class Seq2Seq(nn.Module):
     """Base class: holds the shared embedding/output wiring; backends implement the contract."""
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int, tie: bool, joint: bool, scale: bool):
+    def __init__(
+        self, src_vocab: int, tgt_vocab: int, d_model: int, tie: bool, joint: bool, scale: bool
+    ):
         super().__init__()
         self.tgt_embed = Embeddings(tgt_vocab, d_model, scale)
         share_src = tie and joint and src_vocab == tgt_vocab

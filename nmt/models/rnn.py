@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
-from nmt.models.base import Cache, Encoded, Seq2Seq
+from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -49,7 +49,7 @@ class RNNSeq2Seq(Seq2Seq):
         self.encoder = Cell(d, d, cfg.encoder_layers, batch_first=True, dropout=drop)
         self.decoder = Cell(2 * d, d, cfg.decoder_layers, batch_first=True, dropout=drop)
         self.pre_output = nn.Linear(3 * d, d)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
         x = self.dropout(self.src_embed(src))  # (B, S, d)

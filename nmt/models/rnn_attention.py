@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 from nmt.models.attention import attend, make_attention
-from nmt.models.base import Cache, Encoded, Seq2Seq
+from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
 from nmt.models.rnn import CELLS, cache_to_state, run_rnn, state_to_cache
 
 
@@ -32,7 +32,7 @@ class AttentionRNNSeq2Seq(Seq2Seq):
         self.decoder = Cell(2 * d, d, cfg.decoder_layers, batch_first=True, dropout=dec_drop)
         self.attention = make_attention(cfg.attention, d, d)
         self.combine = nn.Linear(2 * d, d, bias=False)  # W_c [s_t; c_t]
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
         x = self.dropout(self.src_embed(src))  # (B, S, d)
@@ -47,7 +47,9 @@ class AttentionRNNSeq2Seq(Seq2Seq):
         }
 
     def init_cache(self, encoded: Encoded) -> Cache:
-        h = encoded["init"][:, None, :].expand(-1, self.decoder_layers, -1).contiguous()  # (B, L, d)
+        h = (
+            encoded["init"][:, None, :].expand(-1, self.decoder_layers, -1).contiguous()
+        )  # (B, L, d)
         cache = {"h": h, "feed": torch.zeros_like(encoded["init"])[:, None, :]}  # feed (B, 1, d)
         if self.cell == "lstm":
             cache["c"] = h

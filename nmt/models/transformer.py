@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.config import ModelConfig
-from nmt.models.base import Cache, Encoded, Seq2Seq
+from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
 
 
 class SinusoidalPositions(nn.Module):
@@ -94,7 +94,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w_1 = nn.Linear(d_model, d_ff)
         self.w_2 = nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w_2(self.dropout(F.relu(self.w_1(x))))
@@ -106,7 +106,7 @@ class Sublayer(nn.Module):
     def __init__(self, d_model: int, dropout: float, pre_norm: bool):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def inp(self, x: Tensor) -> Tensor:
@@ -162,7 +162,9 @@ class DecoderLayer(nn.Module):
             k, v = torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2)
         y, _ = self.self_attn(h, k, v, causal=past_kv is None and x.size(1) > 1)
         x = self.sub1.out(x, y)
-        y, attn = self.cross_attn(self.sub2.inp(x), *cross_kv, mask=src_mask, need_weights=need_weights)
+        y, attn = self.cross_attn(
+            self.sub2.inp(x), *cross_kv, mask=src_mask, need_weights=need_weights
+        )
         x = self.sub2.out(x, y)
         return self.sub3.out(x, self.ff(self.sub3.inp(x))), (k, v), attn
 
@@ -174,7 +176,7 @@ class Transformer(Seq2Seq):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=True)
         Positions = SinusoidalPositions if cfg.positions == "sinusoidal" else LearnedPositions
         self.positions = Positions(cfg.d_model, cfg.max_len + 1)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         pre = cfg.norm == "pre"

@@ -1,0 +1,132 @@
+"""Honest scores: sacreBLEU's BLEU, chrF and TER with their signatures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nmt.errors import NMTError
+
+TOKENIZERS = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}
+
+
+def bleu_tokenizer(tgt_lang: str | None) -> str:
+    """sacreBLEU's tokenizer for the target language (13a unless it needs word segmentation)."""
+    name = TOKENIZERS.get((tgt_lang or "").split("_")[0].lower(), "13a")
+    if name.endswith("mecab"):
+        try:
+            from sacrebleu.tokenizers.tokenizer_ja_mecab import TokenizerJaMecab  # noqa: F401
+        except ImportError:
+            return "char"  # MeCab is an optional extra of sacrebleu
+    return name
+
+
+def score(hyps: list[str], refs: list[str], tgt_lang: str | None = None) -> dict:
+    """BLEU, chrF and TER of `hyps` against one reference each."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    if len(hyps) != len(refs):
+        raise NMTError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    tok = bleu_tokenizer(tgt_lang)
+    out = {"sentences": len(hyps)}
+    for name, metric in (
+        ("bleu", BLEU(tokenize=tok)),
+        ("chrf", CHRF()),
+        ("ter", TER(asian_support=tok != "13a")),
+    ):
+        s = metric.corpus_score(hyps, [refs])
+        out[name] = round(s.score, 2)
+        out[f"{name}_signature"] = str(metric.get_signature())
+    return out
+
+
+def _read(path: Path) -> list[str]:
+    if not Path(path).is_file():
+        raise NMTError(f"file not found: {path}")
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
+        raise NMTError(f"{path}:{line}: invalid UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [x.rstrip("\r") for x in lines]
+
+
+def evaluate(
+    checkpoint: Path | None = None,
+    data_dir: Path | None = None,
+    split: str = "test",
+    source: Path | None = None,
+    reference: Path | None = None,
+    hypothesis: Path | None = None,
+    tgt_lang: str | None = None,
+    beam: int = 5,
+    alpha: float = 0.6,
+    batch_tokens: int = 4000,
+    output: Path | None = None,
+    json_out: Path | None = None,
+    device: str = "cpu",
+    threads: int = 0,
+) -> dict:
+    """Translate a split (or source file) with a checkpoint, or take a hypothesis file, and score it."""
+    import time
+
+    result: dict = {}
+    if hypothesis is not None:
+        if reference is None:
+            raise NMTError("--hypothesis needs --reference")
+        hyps, refs = _read(hypothesis), _read(reference)
+    else:
+        if checkpoint is None:
+            raise NMTError("give --checkpoint (to translate) or --hypothesis (to score a file)")
+        from nmt.search import SearchOptions
+        from nmt.translate import Translator
+
+        translator = Translator.load(checkpoint, device, threads)
+        if source is not None:
+            if reference is None:
+                raise NMTError("--source needs --reference")
+            srcs, refs = _read(source), _read(reference)
+        else:
+            if split not in ("valid", "test"):
+                raise NMTError(f"--split must be valid or test, not {split!r}")
+            if data_dir is None:
+                raise NMTError("give --data (the data dir) or --source/--reference")
+            srcs, refs = (
+                _read(Path(data_dir) / f"{split}.src"),
+                _read(Path(data_dir) / f"{split}.tgt"),
+            )
+            from nmt.data import read_meta
+
+            tgt_lang = tgt_lang or read_meta(data_dir)["tgt_lang"]
+        if len(srcs) != len(refs):
+            raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
+        t0 = time.perf_counter()
+        results = translator.translate_detailed(
+            srcs, SearchOptions(beam=beam, alpha=alpha), batch_tokens
+        )
+        seconds = time.perf_counter() - t0
+        hyps = [r[0].text for r in results]
+        result.update(
+            beam=beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)
+        )
+        if output is not None:
+            Path(output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    result.update(score(hyps, refs, tgt_lang))
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_table(result: dict) -> str:
+    rows = [f"{'metric':<6} {'score':>7}  signature"]
+    for m in ("bleu", "chrf", "ter"):
+        rows.append(f"{m.upper():<6} {result[m]:>7.2f}  {result[f'{m}_signature']}")
+    extra = f"{result['sentences']} sentences"
+    if "seconds" in result:
+        extra += (
+            f", beam {result['beam']}, {result['seconds']} s ({result['sents_per_s']} sentences/s)"
+        )
+    return "\n".join(rows + [extra])

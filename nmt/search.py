@@ -1,0 +1,261 @@
+"""One decoding engine for every backend: greedy, sampling and beam search over the model contract.
+
+Search sees only `encode` / `init_cache` / `decode` and flat dicts of batch-first tensors, so
+reordering beams or dropping finished sentences is one `index_select` per tensor. Sentences that
+finish leave the active batch, so a long sentence does not slow down the short ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from nmt.errors import NMTError
+from nmt.models.base import select_batch, src_mask_of
+from nmt.tokenizer import BOS_ID, EOS_ID
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    beam: int = 5
+    alpha: float = 0.6  # GNMT length penalty ((5 + len) / 6) ** alpha; 0: none
+    n_best: int = 1
+    max_len_a: float = 1.5  # max output length = a * src_len + b (capped by the model's limit)
+    max_len_b: int = 10
+    sample: bool = False  # sampling instead of search (beam must be 1)
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    no_repeat_ngram: int = 0
+    attention: bool = False  # return attention weights of the chosen hypotheses
+
+    def __post_init__(self):
+        if self.beam < 1 or self.n_best < 1:
+            raise NMTError("beam and n-best must be >= 1")
+        if self.n_best > self.beam and not self.sample:
+            raise NMTError(f"n-best ({self.n_best}) cannot exceed the beam size ({self.beam})")
+        if self.sample and self.beam != 1:
+            raise NMTError("sampling draws one hypothesis per sentence: use beam 1 with sampling")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise NMTError("need temperature > 0, 0 < top-p <= 1 and top-k >= 0")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS/EOS
+    score: float  # log-probability (length-normalised in beam search)
+    attention: Tensor | None = field(default=None, repr=False)  # (len(tokens) + 1, S)
+
+
+def length_penalty(length: Tensor | int, alpha: float):
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def generate(model, src: Tensor, opts: SearchOptions, max_len: int) -> list[list[Hypothesis]]:
+    """Translate a padded batch of source ids (B, S); n-best hypotheses per sentence."""
+    src_mask = src_mask_of(src)
+    src_len = src_mask.sum(1)
+    limits = (opts.max_len_a * src_len.float() + opts.max_len_b).long().clamp(1, max_len)
+    encoded = model.encode(src, src_mask)
+    if opts.beam == 1:
+        return _greedy(model, encoded, limits, opts)
+    return _beam(model, encoded, limits, opts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared step helpers
+
+
+def _next_log_probs(model, last: Tensor, encoded, cache, opts: SearchOptions, prefix: Tensor):
+    """One decoder step: log-probabilities (N, V), attention (N, S) or None, new cache."""
+    logits, attn, cache = model.decode(last, encoded, cache)
+    logits = logits[:, -1].float()
+    if opts.sample and opts.temperature != 1.0:
+        logits = logits / opts.temperature
+    logp = logits.log_softmax(-1)  # (N, V)
+    if opts.no_repeat_ngram > 0:
+        _block_repeats(logp, prefix, opts.no_repeat_ngram)
+    return logp, (attn[:, -1] if attn is not None else None), cache
+
+
+def _block_repeats(logp: Tensor, prefix: Tensor, n: int) -> None:
+    """Forbid tokens that would repeat an n-gram already in the hypothesis."""
+    if prefix.size(1) < n:
+        return
+    for row, seq in enumerate(prefix.tolist()):
+        key = tuple(seq[len(seq) - n + 1 :]) if n > 1 else ()
+        for i in range(len(seq) - n + 1):
+            if tuple(seq[i : i + n - 1]) == key:
+                logp[row, seq[i + n - 1]] = NEG_INF
+
+
+def _sample(logp: Tensor, opts: SearchOptions) -> Tensor:
+    """Draw one token per row with top-k / nucleus (top-p) truncation."""
+    if opts.top_k > 0:
+        kth = logp.topk(min(opts.top_k, logp.size(-1)), -1).values[:, -1:]
+        logp = logp.masked_fill(logp < kth, NEG_INF)
+    if opts.top_p < 1.0:
+        sorted_lp, order = logp.sort(-1, descending=True)
+        cum = sorted_lp.exp().cumsum(-1)
+        drop = cum - sorted_lp.exp() > opts.top_p  # keep the smallest set reaching top_p
+        logp = logp.scatter(-1, order, sorted_lp.masked_fill(drop, NEG_INF))
+    return torch.multinomial(logp.exp(), 1).squeeze(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Greedy (and sampling)
+
+
+def _greedy(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypothesis]]:
+    B = limits.size(0)
+    device = limits.device
+    cache = model.init_cache(encoded)
+    active = torch.arange(B, device=device)  # original sentence index of each row
+    tokens = torch.full((B, 1), BOS_ID, dtype=torch.long, device=device)
+    scores = torch.zeros(B, device=device)
+    attns: list[Tensor] = []  # per step (A_t, S), rows of the active batch at that step
+    rows: list[Tensor] = []  # per step: original indices of those rows
+    results: list[list[Hypothesis]] = [[] for _ in range(B)]
+    step = 0
+    while active.numel():
+        logp, attn, cache = _next_log_probs(
+            model, tokens[:, -1:], encoded, cache, opts, tokens[:, 1:]
+        )
+        nxt = _sample(logp, opts) if opts.sample else logp.argmax(-1)  # (A,)
+        scores = scores + logp.gather(1, nxt[:, None]).squeeze(1)
+        tokens = torch.cat([tokens, nxt[:, None]], 1)
+        if opts.attention and attn is not None:
+            attns.append(attn)
+            rows.append(active)
+        step += 1
+        done = (nxt == EOS_ID) | (step >= limits[active])
+        if done.any():
+            for r in done.nonzero().flatten().tolist():
+                seq = tokens[r, 1:].tolist()
+                if seq and seq[-1] == EOS_ID:
+                    seq = seq[:-1]
+                results[active[r].item()] = [Hypothesis(seq, scores[r].item())]
+            keep = (~done).nonzero().flatten()
+            active, tokens, scores = active[keep], tokens[keep], scores[keep]
+            encoded, cache = select_batch(encoded, keep), select_batch(cache, keep)
+    if opts.attention and attns:
+        _attach_greedy_attention(results, attns, rows)
+    return results
+
+
+def _attach_greedy_attention(results, attns: list[Tensor], rows: list[Tensor]) -> None:
+    per_sent: dict[int, list[Tensor]] = {}
+    for a, r in zip(attns, rows):
+        for i, sent in enumerate(r.tolist()):
+            per_sent.setdefault(sent, []).append(a[i])
+    for sent, steps in per_sent.items():
+        results[sent][0].attention = torch.stack(steps).cpu()  # (T, S)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam search
+
+
+@dataclass
+class _Beams:
+    """The alive part of a batched beam search: A active sentences x K beams."""
+
+    sent: Tensor  # (A,) original sentence index
+    tokens: Tensor  # (A*K, t+1) with BOS
+    scores: Tensor  # (A, K) cumulative log-probabilities
+    attn: Tensor | None  # (A*K, t, S)
+    limits: Tensor  # (A,) max output length (tokens incl. EOS)
+
+    def keep(self, idx: Tensor, K: int) -> _Beams:
+        rows = (idx[:, None] * K + torch.arange(K, device=idx.device)).flatten()
+        return _Beams(
+            self.sent[idx],
+            self.tokens[rows],
+            self.scores[idx],
+            None if self.attn is None else self.attn[rows],
+            self.limits[idx],
+        )
+
+
+def _beam(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypothesis]]:
+    B, K, device = limits.size(0), opts.beam, limits.device
+    expand = torch.arange(B, device=device).repeat_interleave(K)
+    encoded = select_batch(encoded, expand)
+    cache = model.init_cache(encoded)
+    scores = torch.full((B, K), NEG_INF, device=device)
+    scores[:, 0] = 0.0  # only the first beam expands at step 0
+    tokens = torch.full((B * K, 1), BOS_ID, dtype=torch.long, device=device)
+    beams = _Beams(torch.arange(B, device=device), tokens, scores, None, limits)
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    step = 0
+    while beams.sent.numel():
+        logp, attn, cache = _next_log_probs(
+            model, beams.tokens[:, -1:], encoded, cache, opts, beams.tokens[:, 1:]
+        )
+        step += 1
+        if opts.attention and attn is not None:
+            new_attn = attn[:, None]  # (A*K, 1, S)
+            beams.attn = new_attn if beams.attn is None else torch.cat([beams.attn, new_attn], 1)
+        beams, order = _beam_step(beams, logp, step, K, opts, finished)
+        done = _sentences_done(beams, finished, step, K, opts)
+        if done.any():
+            keep = (~done).nonzero().flatten()
+            rows = (keep[:, None] * K + torch.arange(K, device=device)).flatten()
+            order = order[rows]
+            beams = beams.keep(keep, K)
+        encoded = select_batch(encoded, order)
+        cache = select_batch(cache, order)
+    return [sorted(f, key=lambda h: -h.score)[: opts.n_best] for f in finished]
+
+
+def _beam_step(beams: _Beams, logp: Tensor, step: int, K: int, opts, finished):
+    """Extend every beam by one token; move hypotheses ending in EOS to `finished`."""
+    A, V = beams.scores.size(0), logp.size(-1)
+    cand = (beams.scores.view(-1, 1) + logp).view(A, K * V)  # (A, K*V)
+    top_scores, top_idx = cand.topk(2 * K, dim=1)  # (A, 2K): at most K of them end in EOS
+    src_beam, tok = top_idx // V, top_idx % V
+    at_limit = step >= beams.limits  # (A,): every top-K candidate finishes now
+    ends = (tok == EOS_ID) | at_limit[:, None]
+    ends[:, K:] = False  # only candidates that would make the beam count
+    ends &= top_scores > NEG_INF
+    lp = length_penalty(step, opts.alpha)
+    for a, j in ends.nonzero().tolist():
+        row = a * K + src_beam[a, j].item()
+        seq = beams.tokens[row, 1:].tolist()
+        if tok[a, j].item() != EOS_ID:
+            seq.append(tok[a, j].item())
+        att = beams.attn[row].cpu() if beams.attn is not None else None
+        finished[beams.sent[a].item()].append(Hypothesis(seq, top_scores[a, j].item() / lp, att))
+    # The next alive beams: the best K candidates that did not end.
+    alive_scores = top_scores.masked_fill(ends | (tok == EOS_ID), NEG_INF)
+    pick_scores, pick = alive_scores.topk(K, dim=1)  # (A, K)
+    order = (torch.arange(A, device=logp.device)[:, None] * K + src_beam.gather(1, pick)).flatten()
+    new_tok = tok.gather(1, pick).flatten()
+    beams.tokens = torch.cat([beams.tokens[order], new_tok[:, None]], 1)
+    beams.scores = pick_scores
+    if beams.attn is not None:
+        beams.attn = beams.attn[order]
+    return beams, order
+
+
+def _sentences_done(beams: _Beams, finished, step: int, K: int, opts) -> Tensor:
+    """A sentence is done at its length limit, with K finished hypotheses, or when no alive beam
+    can still beat its n-th best finished one (alive scores only fall; the length penalty is
+    bounded by that of the longest allowed output)."""
+    best_alive = beams.scores[:, 0]
+    bound = best_alive / length_penalty(beams.limits.float(), opts.alpha)
+    done = (step >= beams.limits) | (best_alive == NEG_INF)
+    for a, sent in enumerate(beams.sent.tolist()):
+        f = finished[sent]
+        if len(f) >= K:
+            done[a] = True
+        elif len(f) >= opts.n_best:
+            nth = sorted((h.score for h in f), reverse=True)[opts.n_best - 1]
+            if nth >= bound[a].item():
+                done[a] = True
+    return done

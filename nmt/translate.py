@@ -1,0 +1,289 @@
+"""Translation for programs and for the CLI: `Translator.load(path).translate(sentences, beam=5)`.
+
+Sentences are sorted by length and batched by tokens for speed; results come back in input order.
+Inputs longer than the model's limit are truncated with a warning; blank lines stay blank.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nmt import checkpoint
+from nmt.batching import bucket_batches
+from nmt.config import Config, from_dict
+from nmt.errors import NMTError
+from nmt.models import build_model
+from nmt.search import Hypothesis, SearchOptions, generate
+from nmt.tokenizer import PAD_ID, Tokenizer
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float
+    src_pieces: list[str]
+    tgt_pieces: list[str]
+    attention: torch.Tensor | None = None  # (len(tgt_pieces), len(src_pieces))
+
+    def alignment(self) -> str:
+        """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
+        if self.attention is None:
+            return ""
+        n_src = len(self.src_pieces) - 1  # skip </s>
+        links = []
+        for j, row in enumerate(self.attention[: len(self.tgt_pieces)]):
+            i = int(row[: max(1, n_src)].argmax())
+            links.append(f"{i}-{j}")
+        return " ".join(links)
+
+
+def pad(seqs: list[list[int]], device) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    t = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        t[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return t.to(device)
+
+
+def decode_corpus(
+    model, src_ids: list[list[int]], opts: SearchOptions, max_len: int, batch_tokens: int, device
+) -> list[list[Hypothesis]]:
+    """Search over many encoded sentences (none empty); results in input order."""
+    results: list[list[Hypothesis]] = [[] for _ in src_ids]
+    # beams multiply the work per sentence: keep the batch's state size similar
+    budget = max(batch_tokens // max(1, opts.beam // 2), 64)
+    lengths = [len(s) for s in src_ids]
+    for idx in bucket_batches(lengths, lengths, budget):
+        hyps = generate(model, pad([src_ids[i] for i in idx], device), opts, max_len)
+        for i, h in zip(idx, hyps):
+            results[i] = h
+    return results
+
+
+class Translator:
+    """A trained model with its tokenizer, ready to translate lists of strings."""
+
+    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, device: torch.device):
+        self.model, self.tokenizer, self.cfg, self.device = model.eval(), tokenizer, cfg, device
+        self.max_len = cfg.model.max_len
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu", threads: int = 0) -> Translator:
+        """Rebuild a model from a checkpoint alone."""
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise NMTError("--device cuda asked for, but no CUDA device is available")
+        state = checkpoint.load(path)
+        try:
+            cfg = from_dict(Config, state["config"])
+            tok = state["tokenizer"]
+            tokenizer = Tokenizer(
+                checkpoint.tensor_to_bytes(tok["src"]),
+                checkpoint.tensor_to_bytes(tok["tgt"]) if tok.get("tgt") is not None else None,
+            )
+            model = build_model(
+                cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, tokenizer.joint
+            )
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise NMTError(
+                f"{path}: checkpoint is incomplete or does not match its config ({str(e)[:100]})"
+            ) from None
+        dev = torch.device(device)
+        return cls(model.to(dev), tokenizer, cfg, dev)
+
+    def translate(
+        self, sentences: list[str], beam: int = 5, batch_tokens: int = 4000, **search
+    ) -> list[str]:
+        """Translate strings; the best hypothesis per sentence."""
+        opts = SearchOptions(beam=beam, **search)
+        return [t[0].text for t in self.translate_detailed(sentences, opts, batch_tokens)]
+
+    def translate_detailed(
+        self,
+        sentences: list[str],
+        opts: SearchOptions,
+        batch_tokens: int = 4000,
+        warn: Callable[[int, int], None] | None = None,
+    ) -> list[list[Translation]]:
+        """n-best `Translation`s per sentence; `warn(i, n_tokens)` hears of truncated inputs."""
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo])
+        for k, seq in enumerate(ids):
+            if len(seq) > self.max_len:
+                if warn:
+                    warn(todo[k], len(seq))
+                ids[k] = seq[: self.max_len - 1] + seq[-1:]  # keep </s>
+        hyps = decode_corpus(self.model, ids, opts, self.max_len, batch_tokens, self.device)
+        out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
+        for k, i in enumerate(todo):
+            src_pieces = None
+            if opts.attention:
+                src_pieces = [self.tokenizer.src.id_to_piece(t) for t in ids[k][:-1]] + ["</s>"]
+            out[i] = [
+                Translation(
+                    self.tokenizer.decode_tgt(h.tokens),
+                    h.score,
+                    src_pieces or [],
+                    self.tokenizer.tgt_pieces(h.tokens) + ["</s>"] if opts.attention else [],
+                    h.attention,
+                )
+                for h in hyps[k]
+            ]
+        return out
+
+    def translate_stream(
+        self,
+        lines: Iterable[str],
+        opts: SearchOptions,
+        batch_tokens: int = 4000,
+        chunk: int = 5000,
+        warn: Callable[[int, int], None] | None = None,
+    ) -> Iterator[list[Translation]]:
+        """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
+        buf: list[str] = []
+        offset = 0
+
+        def flush():
+            def chunk_warn(i, n):
+                if warn:
+                    warn(offset + i, n)
+
+            return self.translate_detailed(buf, opts, batch_tokens, chunk_warn)
+
+        for line in lines:
+            buf.append(line.rstrip("\r\n"))
+            if len(buf) >= chunk:
+                yield from flush()
+                offset += len(buf)
+                buf = []
+        if buf:
+            yield from flush()
+
+
+def read_lines(paths: list[Path]) -> Iterator[str]:
+    """Lines of the given files (or stdin when none), checked for UTF-8 with file and line named."""
+    sources = [(str(p), open(p, "rb")) for p in paths] if paths else [("<stdin>", sys.stdin.buffer)]
+    for name, f in sources:
+        try:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise NMTError(
+                        f"{name}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})"
+                    ) from None
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+
+
+def plot_attention(t: Translation, path: Path) -> None:
+    """Heatmap of one sentence's attention: source pieces across, target pieces down."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    att = t.attention[: len(t.tgt_pieces), : len(t.src_pieces)].numpy()
+    fig, ax = plt.subplots(
+        figsize=(max(4, 0.4 * len(t.src_pieces) + 2), max(3, 0.35 * len(t.tgt_pieces) + 2))
+    )
+    ax.imshow(att, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(t.src_pieces)), t.src_pieces, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(t.tgt_pieces)), t.tgt_pieces, fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("target")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_translation(
+    ckpt: Path,
+    inputs: list[Path],
+    output: Path | None,
+    search: dict,
+    batch_tokens: int = 4000,
+    alignment: bool = False,
+    attention_plot: Path | None = None,
+    device: str = "cpu",
+    threads: int = 0,
+    seed: int = 1,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> int:
+    """The `nmt translate` job: stream lines through a Translator into a file or stdout.
+
+    A file output is written to a temporary name and renamed at the end, so an error never
+    leaves a half-written file behind. Returns the number of lines translated.
+    """
+    for p in inputs:
+        if not Path(p).is_file():
+            raise NMTError(f"input file not found: {p}")
+    torch.manual_seed(seed)
+    opts = SearchOptions(**search, attention=alignment or attention_plot is not None)
+    translator = Translator.load(ckpt, device, threads)
+    if opts.attention and translator.cfg.model.backend == "rnn":
+        raise NMTError(
+            "the rnn backend has no attention: --alignment/--attention-plot need rnn_attention or transformer"
+        )
+    if attention_plot is not None:
+        Path(attention_plot).mkdir(parents=True, exist_ok=True)
+
+    def warn(i: int, n: int) -> None:
+        log(
+            f"warning: line {i + 1}: {n} source tokens, truncated to the model's limit of {translator.max_len}"
+        )
+
+    tmp = None
+    if output is not None:
+        output = Path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+        out = open(tmp, "w", encoding="utf-8")
+    else:
+        out = sys.stdout
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="line", file=sys.stderr, dynamic_ncols=True, leave=False)
+    n = 0
+    try:
+        for n, nbest in enumerate(
+            translator.translate_stream(read_lines(inputs), opts, batch_tokens, warn=warn), 1
+        ):
+            out.write(_format(nbest, opts.n_best, alignment) + "\n")
+            if attention_plot is not None and nbest[0].attention is not None:
+                plot_attention(nbest[0], Path(attention_plot) / f"line-{n:06d}.png")
+            if bar is not None:
+                bar.update(1)
+        out.flush()
+        if tmp is not None:
+            out.close()
+            os.replace(tmp, output)
+    finally:
+        if bar is not None:
+            bar.close()
+        if tmp is not None:
+            out.close()
+            tmp.unlink(missing_ok=True)
+    return n
+
+
+def _format(nbest: list[Translation], n_best: int, alignment: bool) -> str:
+    if n_best == 1:
+        t = nbest[0]
+        return t.text + (f"\t{t.alignment()}" if alignment else "")
+    cols = []
+    for t in nbest:
+        cols += [t.text, f"{t.score:.4f}"] + ([t.alignment()] if alignment else [])
+    return "\t".join(cols)
