@@ -116,6 +116,8 @@ def load_split(source: Source, cache_dir: Path):
             raise NMTError(
                 f"line counts differ: {src_path} has {n_src} lines, {tgt_path} has {n_tgt}"
             )
+        if n_src == 0:
+            raise NMTError(f"empty input: {src_path} and {tgt_path} have no lines")
         stamp = hashlib.sha1(json.dumps([_file_stamp(p) for p in source.paths]).encode())
         features = datasets.Features(
             {"src": datasets.Value("string"), "tgt": datasets.Value("string")}
@@ -132,7 +134,7 @@ def load_split(source: Source, cache_dir: Path):
         check_text_file(Path(path))
         name = path[:-3] if path.endswith(".gz") else path
         if name.endswith((".tsv", ".txt")):
-            builder, kwargs = "csv", {"delimiter": "\t", "quoting": 3, "keep_default_na": False}
+            builder, kwargs = "csv", {"delimiter": "\t", "quoting": 3, "keep_default_na": False, "skip_blank_lines": False}
         elif name.endswith((".jsonl", ".json")):
             builder, kwargs = "json", {}
         else:
@@ -313,7 +315,7 @@ def fingerprint(opts: PreprocessOptions) -> str:
 
 def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=print) -> dict:
     """Read, clean, train SentencePiece, encode and write a data dir; return its meta."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     fp = fingerprint(opts)
     meta_path = out_dir / META
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -392,7 +394,7 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
             for side in ("src", "tgt"):
                 with open(work / f"{split}.{side}", "w", encoding="utf-8") as f:
                     for line in ds[side]:
-                        f.write(line.replace("\n", " ") + "\n")
+                        f.write(" ".join(line.splitlines()) + "\n")
         enc.save_to_disk(str(work / split))
         counts[split]["tokens"] = {
             "src": int(sum(enc["src_len"])),

@@ -5,6 +5,7 @@ Special token ids are defined here once; every other module reads them from here
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ CJK_LANGS = {"zh", "ja", "ko"}
 
 def default_character_coverage(*langs: str) -> float:
     """0.9995 for CJK (large alphabets, rare characters map to <unk>), 1.0 otherwise."""
-    return 0.9995 if any(lang.split("_")[0].lower() in CJK_LANGS for lang in langs) else 1.0
+    return 0.9995 if any(re.split(r"[-_]", lang)[0].lower() in CJK_LANGS for lang in langs) else 1.0
 
 
 def train_sentencepiece(

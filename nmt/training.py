@@ -393,6 +393,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
         log.close()
         raise
     log.line(f"stopped at step {progress.step}: {stop_reason}")
+    if world > 1:
+        log.line(f"ranks in sync: parameter checksum {_check_in_sync(model, world):.6e}")
     log.close()
     summary = {
         "steps": progress.step,
@@ -409,6 +411,16 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
             json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2)
         )
     return summary
+
+
+def _check_in_sync(model, world: int) -> float:
+    """All ranks must hold the same weights after training; returns the shared checksum."""
+    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().cpu()
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    torch.distributed.all_gather(gathered, local)
+    if any(abs(g.item() - local.item()) > 1e-6 * max(1.0, abs(local.item())) for g in gathered):
+        raise NMTError(f"DDP ranks diverged: parameter checksums {[g.item() for g in gathered]}")
+    return local.item()
 
 
 def _autocast(precision: str, device: torch.device):

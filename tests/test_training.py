@@ -1,0 +1,106 @@
+"""The training loop: checkpoints, resume equivalence, Ctrl-C, and 2-process DDP on CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nmt import checkpoint
+from nmt.config import load_config
+from nmt.errors import NMTError
+from nmt.training import train
+
+TINY = [
+    "model.d_model=32",
+    "model.n_heads=4",
+    "model.d_ff=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "train.max_tokens=300",
+    "train.lr=1e-3",
+    "train.warmup=10",
+    "train.log_every=1",
+    "train.valid_max_sentences=20",
+]
+
+
+def tiny_cfg(data_dir, *extra):
+    return load_config(None, [f"data.dir={data_dir}", *TINY, *extra])
+
+
+def test_train_writes_checkpoints_and_logs(toy_data_dir, tmp_path):
+    cfg = tiny_cfg(toy_data_dir, "train.max_steps=6", "train.valid_every=3", "train.keep_last=1")
+    summary = train(cfg, tmp_path / "run", quiet=True)
+    run = tmp_path / "run"
+    assert summary["steps"] == 6 and summary["stop_reason"] == "reached max_steps=6"
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt", "step-6.pt"]
+    for name in ("config.yaml", "train.log", "summary.json"):
+        assert (run / name).is_file()
+    assert list((run / "tensorboard").iterdir())
+    state = checkpoint.load(run / "last.pt")
+    assert state["progress"]["step"] == 6
+    assert state["config"]["model"]["d_model"] == 32
+    assert {"optimizer", "scheduler", "rng", "tokenizer"} <= set(state)
+    assert "optimizer" not in checkpoint.load(run / "best.pt")  # inference-only
+    assert "validation at step 6" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("backend", ["transformer", "rnn_attention"])
+def test_resume_reproduces_the_uninterrupted_run(toy_data_dir, tmp_path, backend):
+    common = [f"model.backend={backend}", "train.valid_every=4", "train.valid_bleu=false"]
+    common += ["train.best_metric=loss", "model.dropout=0.3"]
+    full = train(tiny_cfg(toy_data_dir, *common, "train.max_steps=10"), tmp_path / "a", quiet=True)
+    first = train(tiny_cfg(toy_data_dir, *common, "train.max_steps=4"), tmp_path / "b", quiet=True)
+    rest = train(tiny_cfg(toy_data_dir, *common, "train.max_steps=10"), tmp_path / "b", resume=True, quiet=True)
+    assert [s for s, _ in first["losses"]] == [1, 2, 3, 4]
+    assert [s for s, _ in rest["losses"]] == list(range(5, 11))
+    resumed = dict(first["losses"] + rest["losses"])
+    for step, loss in full["losses"]:
+        assert resumed[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+
+
+def test_resume_needs_a_checkpoint_and_fresh_runs_refuse_to_overwrite(toy_data_dir, tmp_path):
+    with pytest.raises(NMTError, match="no checkpoint"):
+        train(tiny_cfg(toy_data_dir, "train.max_steps=1"), tmp_path / "empty", resume=True)
+    train(tiny_cfg(toy_data_dir, "train.max_steps=1"), tmp_path / "r", quiet=True)
+    with pytest.raises(NMTError, match="use --resume or another run dir"):
+        train(tiny_cfg(toy_data_dir, "train.max_steps=1"), tmp_path / "r", quiet=True)
+
+
+def env():
+    return os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(toy_data_dir, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nmt", "train", "-o", str(run), "-q", f"data.dir={toy_data_dir}"]
+    cmd += TINY + ["train.max_steps=100000", "train.valid_every=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), text=True)
+    log = run / "train.log"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.is_file() and "step 3 " in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    state = checkpoint.load(run / "last.pt")
+    assert state["progress"]["step"] >= 3
+
+
+def test_two_process_ddp_on_cpu_stays_in_sync(toy_data_dir, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "nmt", "train", "-o", str(run), "-q", f"data.dir={toy_data_dir}"]
+    cmd += TINY + ["train.max_steps=4", "train.valid_every=2", "train.device=cpu"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=240)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = (run / "train.log").read_text()
+    assert "world size 2" in text
+    assert "ranks in sync: parameter checksum" in text
+    assert checkpoint.load(run / "last.pt")["progress"]["step"] == 4
