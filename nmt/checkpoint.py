@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -49,17 +48,16 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
         raise NMTError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+    except Exception as e:  # any failure to unpickle means: not a checkpoint we can read
+        text = str(e).strip()
+        if isinstance(e, pickle.UnpicklingError) and ("weights_only" in text or "global" in text):
             raise NMTError(
-                f"{path}: refusing to load: the checkpoint needs to run code to load ({first[:120]})"
+                f"{path}: refusing to load: the checkpoint needs to run code to load "
+                "(only weights, tensors and plain data are accepted)"
             ) from None
-        raise NMTError(f"{path}: not a valid checkpoint (corrupt or truncated file)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = text.splitlines()[0][:120] if text else type(e).__name__
         raise NMTError(
-            f"{path}: not a valid checkpoint (corrupt or truncated file: {reason[:120]})"
+            f"{path}: not a valid checkpoint (corrupt or truncated file: {reason})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise NMTError(

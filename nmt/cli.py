@@ -132,7 +132,10 @@ def train(
     """Train a model. Extra arguments are dotted overrides: train.lr=3e-4 model.d_model=128."""
     from nmt.config import load_config
 
-    cfg = load_config(config, list(ctx.args))
+    overrides = list(ctx.args)
+    if config is not None and "=" in str(config) and not config.exists():
+        config, overrides = None, [str(config), *overrides]  # no config file, only overrides
+    cfg = load_config(config, overrides)
     from nmt.training import train as run_training
 
     summary = run_training(cfg, run_dir, resume=resume, quiet=quiet or not sys.stderr.isatty())
@@ -216,15 +219,11 @@ def evaluate(
         None, help="Reference file (with --source or --hypothesis)."
     ),
     hypothesis: Path | None = typer.Option(None, help="Score this existing hypothesis file."),
-    tgt_lang: str | None = typer.Option(
-        None, help="Target language (picks the BLEU tokenizer)."
-    ),
+    tgt_lang: str | None = typer.Option(None, help="Target language (picks the BLEU tokenizer)."),
     beam: int = typer.Option(5, "--beam", "-b", help="Beam size."),
     alpha: float = typer.Option(0.6, "--length-penalty", help="GNMT length penalty alpha."),
     batch_tokens: int = typer.Option(4000, help="Source tokens per batch."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the translations here."
-    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the translations here."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the scores as JSON here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),

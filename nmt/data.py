@@ -134,7 +134,15 @@ def load_split(source: Source, cache_dir: Path):
         check_text_file(Path(path))
         name = path[:-3] if path.endswith(".gz") else path
         if name.endswith((".tsv", ".txt")):
-            builder, kwargs = "csv", {"delimiter": "\t", "quoting": 3, "keep_default_na": False, "skip_blank_lines": False}
+            builder, kwargs = (
+                "csv",
+                {
+                    "delimiter": "\t",
+                    "quoting": 3,
+                    "keep_default_na": False,
+                    "skip_blank_lines": False,
+                },
+            )
         elif name.endswith((".jsonl", ".json")):
             builder, kwargs = "json", {}
         else:

@@ -62,7 +62,9 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     log(f"      {counts['train']} training pairs, {counts['valid']} valid, {counts['test']} test")
 
     log(f"[2/5] preprocessing into {data_dir}")
-    sources = {s: Source("plain", (str(corpus / f"{s}.en"), str(corpus / f"{s}.de"))) for s in counts}
+    sources = {
+        s: Source("plain", (str(corpus / f"{s}.en"), str(corpus / f"{s}.de"))) for s in counts
+    }
     opts = PreprocessOptions(src_lang="en", tgt_lang="de", vocab_size=500, sources=sources)
     preprocess(opts, data_dir, force=True, log=lambda m: log(f"      {m}"))
 
@@ -78,7 +80,9 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     best = run_dir / "best.pt"
     log("[4/5] evaluating on the test split (beam 5)")
     scores_path = out / "test_scores.json"
-    result = evaluate(checkpoint=best, data_dir=data_dir, split="test", beam=5, json_out=scores_path)
+    result = evaluate(
+        checkpoint=best, data_dir=data_dir, split="test", beam=5, json_out=scores_path
+    )
     log(format_table(result))
 
     log("[5/5] translating a file and drawing attention")

@@ -15,7 +15,9 @@ def write(tmp_path, text: str):
 
 
 def test_defaults_and_overrides(tmp_path):
-    cfg = load_config(write(tmp_path, "model:\n  backend: rnn\n"), ["train.lr=3e-4", "model.d_model=128"])
+    cfg = load_config(
+        write(tmp_path, "model:\n  backend: rnn\n"), ["train.lr=3e-4", "model.d_model=128"]
+    )
     assert cfg.model.backend == "rnn" and cfg.model.d_model == 128
     assert cfg.train.lr == pytest.approx(3e-4)
     assert isinstance(cfg.train.lr, float)
@@ -25,10 +27,18 @@ def test_defaults_and_overrides(tmp_path):
 @pytest.mark.parametrize(
     "text,overrides,needle",
     [
-        ("model:\n  d_modle: 128\n", [], "unknown config key model.d_modle; valid keys in model: backend, d_model"),
+        (
+            "model:\n  d_modle: 128\n",
+            [],
+            "unknown config key model.d_modle; valid keys in model: backend, d_model",
+        ),
         ("trian:\n  lr: 1\n", [], "unknown config key trian; valid keys: data, model, train"),
         ("", ["train.lr=fast"], "train.lr must be float, got 'fast'"),
-        ("", ["model.backend=lstm"], "model.backend='lstm' is not one of: rnn, rnn_attention, transformer"),
+        (
+            "",
+            ["model.backend=lstm"],
+            "model.backend='lstm' is not one of: rnn, rnn_attention, transformer",
+        ),
         ("", ["model.attention=concat"], "not one of: bahdanau, luong_dot, luong_general"),
         ("", ["model.d_model=100", "model.n_heads=3"], "must be divisible by model.n_heads"),
         ("", ["train.best_metric=bleu", "train.valid_bleu=false"], "train.best_metric=bleu needs"),

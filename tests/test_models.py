@@ -88,7 +88,9 @@ def test_backend_learns_reversal(backend):
     for _ in range(steps):  # stop early once the task is learnt
         src, tgt_in, tgt_out = reversal_batch(64, gen)
         logits = model(src, tgt_in)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID)
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

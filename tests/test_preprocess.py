@@ -729,9 +729,9 @@ LIB_BAD_INPUTS = {
     "unknown-column-jsonl-gz": _lib_unknown_column,
     "no-train": _lib_no_train,
 }
-@pytest.mark.parametrize(
-    "case", [*LIB_BAD_INPUTS, "empty-files"]
-)
+
+
+@pytest.mark.parametrize("case", [*LIB_BAD_INPUTS, "empty-files"])
 def test_library_bad_input_raises_nmt_error(tmp_path, case):
     sources, needles = {**LIB_BAD_INPUTS, "empty-files": _lib_empty_files}[case](tmp_path)
     out = tmp_path / "out"

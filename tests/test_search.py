@@ -83,7 +83,9 @@ def test_max_length_stops_unfinished_hypotheses():
 
 def test_attention_comes_back_with_the_hypothesis():
     for beam in (1, 2):
-        (h,) = generate(ScriptedDecoder(), src_batch(1), SearchOptions(beam=beam, attention=True), 10)[0]
+        (h,) = generate(
+            ScriptedDecoder(), src_batch(1), SearchOptions(beam=beam, attention=True), 10
+        )[0]
         assert h.attention.shape == (len(h.tokens) + 1, 3)
 
 
@@ -126,7 +128,9 @@ def test_bad_options_are_refused():
 
 def model_for(backend: str):
     torch.manual_seed(1)
-    cfg = ModelConfig(backend=backend, d_model=32, n_heads=4, d_ff=64, encoder_layers=1, decoder_layers=1)
+    cfg = ModelConfig(
+        backend=backend, d_model=32, n_heads=4, d_ff=64, encoder_layers=1, decoder_layers=1
+    )
     return build_model(cfg, 20, 20, joint=True).eval()
 
 

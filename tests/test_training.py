@@ -56,7 +56,12 @@ def test_resume_reproduces_the_uninterrupted_run(toy_data_dir, tmp_path, backend
     common += ["train.best_metric=loss", "model.dropout=0.3"]
     full = train(tiny_cfg(toy_data_dir, *common, "train.max_steps=10"), tmp_path / "a", quiet=True)
     first = train(tiny_cfg(toy_data_dir, *common, "train.max_steps=4"), tmp_path / "b", quiet=True)
-    rest = train(tiny_cfg(toy_data_dir, *common, "train.max_steps=10"), tmp_path / "b", resume=True, quiet=True)
+    rest = train(
+        tiny_cfg(toy_data_dir, *common, "train.max_steps=10"),
+        tmp_path / "b",
+        resume=True,
+        quiet=True,
+    )
     assert [s for s, _ in first["losses"]] == [1, 2, 3, 4]
     assert [s for s, _ in rest["losses"]] == list(range(5, 11))
     resumed = dict(first["losses"] + rest["losses"])
@@ -80,7 +85,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(toy_data_dir, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "nmt", "train", "-o", str(run), "-q", f"data.dir={toy_data_dir}"]
     cmd += TINY + ["train.max_steps=100000", "train.valid_every=100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), text=True
+    )
     log = run / "train.log"
     deadline = time.time() + 60
     while time.time() < deadline and not (log.is_file() and "step 3 " in log.read_text()):

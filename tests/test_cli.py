@@ -1,0 +1,207 @@
+"""End to end through the real CLI: preprocess, train, evaluate, translate, average; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import reverse_pairs, write_parallel
+
+ENV = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+
+
+def nmt(*args, input=None, check=True):
+    res = subprocess.run(
+        [sys.executable, "-m", "nmt", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input,
+        env=ENV,
+    )
+    if check:
+        assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def one_line_error(res, *needles):
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nmt: error:"), res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """preprocess -> train a small Transformer on word reversal through the CLI."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    raw = tmp / "raw"
+    for split, n, seed in (("train", 2000, 11), ("valid", 50, 12), ("test", 50, 13)):
+        write_parallel(raw, split, reverse_pairs(n, seed), "xx", "yy")
+    data = tmp / "data"
+    nmt(
+        "preprocess",
+        "--src",
+        "xx",
+        "--tgt",
+        "yy",
+        "--train-prefix",
+        raw / "train",
+        "--valid-prefix",
+        raw / "valid",
+        "--test-prefix",
+        raw / "test",
+        "--vocab-size",
+        "36",
+        "--out",
+        data,
+    )
+    cfg = tmp / "cfg.yaml"
+    cfg.write_text(
+        f"data:\n  dir: {data}\n"
+        "model:\n  backend: transformer\n  d_model: 64\n  d_ff: 128\n  encoder_layers: 2\n"
+        "  decoder_layers: 2\n  dropout: 0.0\n  attention_dropout: 0.0\n  max_len: 40\n"
+        "train:\n  max_tokens: 1500\n  lr: 3e-3\n  warmup: 50\n  max_steps: 500\n  valid_every: 250\n"
+    )
+    nmt("train", cfg, "-o", tmp / "run", "train.log_every=50")
+    return tmp
+
+
+def test_evaluate_scores_the_test_split(trained):
+    out = trained / "scores.json"
+    res = nmt("evaluate", "-c", trained / "run" / "best.pt", "-d", trained / "data", "--json", out)
+    scores = json.loads(out.read_text())
+    assert scores["sentences"] == 50
+    assert scores["bleu"] > 80, scores  # word reversal is learnt
+    assert scores["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert "BLEU" in res.stdout and "CHRF" in res.stdout and "TER" in res.stdout
+
+
+def test_translate_file_to_file_keeps_lines_and_blanks(trained):
+    src = trained / "in.txt"
+    src.write_text("red cat moon\n\nstone fish\r\nblue tree house")  # CRLF, blank, no final newline
+    out = trained / "out.txt"
+    nmt("translate", "-c", trained / "run" / "best.pt", src, "-o", out, "--beam", "3")
+    lines = out.read_text().split("\n")
+    assert lines == ["moon cat red", "", "fish stone", "house tree blue", ""]
+
+
+def test_translate_stdin_to_stdout_greedy_and_nbest(trained):
+    ckpt = trained / "run" / "best.pt"
+    res = nmt("translate", "-c", ckpt, "--beam", "1", input="dog bird\nsun rain star\n")
+    assert res.stdout == "bird dog\nstar rain sun\n"
+    res = nmt("translate", "-c", ckpt, "--beam", "4", "--n-best", "2", input="dog bird\n")
+    cols = res.stdout.rstrip("\n").split("\t")
+    assert len(cols) == 4 and cols[0] == "bird dog"
+    assert float(cols[1]) >= float(cols[3])
+
+
+def test_python_api_matches_the_cli(trained):
+    from nmt import Translator
+
+    t = Translator.load(trained / "run" / "best.pt")
+    assert t.translate(["dog bird", "", "sun rain star"], beam=2) == [
+        "bird dog",
+        "",
+        "star rain sun",
+    ]
+
+
+def test_alignment_and_attention_plot(trained):
+    plots = trained / "plots"
+    res = nmt(
+        "translate",
+        "-c",
+        trained / "run" / "best.pt",
+        "--alignment",
+        "--attention-plot",
+        plots,
+        input="red cat moon\n",
+    )
+    text, links = res.stdout.rstrip("\n").split("\t")
+    assert text == "moon cat red"
+    assert all(len(x.split("-")) == 2 for x in links.split())
+    png = plots / "line-000001.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_too_long_input_is_truncated_with_a_warning(trained):
+    res = nmt(
+        "translate", "-c", trained / "run" / "best.pt", "--beam", "1", input="red " * 60 + "\nsun\n"
+    )
+    assert res.stdout.count("\n") == 2
+    assert "line 1" in res.stderr and "truncated" in res.stderr
+
+
+def test_average_checkpoints(trained):
+    run = trained / "run"
+    out = trained / "avg.pt"
+    nmt("average", "--run-dir", run, "--last", "2", "-o", out)
+    res = nmt("translate", "-c", out, "--beam", "1", input="dog bird\n")
+    assert res.stdout.count("\n") == 1
+
+
+def test_bad_checkpoints_are_one_line_errors(trained, tmp_path):
+    good = (trained / "run" / "best.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(good[: len(good) // 2])
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "plain.pt")
+    (tmp_path / "text.pt").write_text("hello")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "nmt-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
+    out = tmp_path / "out.txt"
+    out.write_text("precious\n")
+    for name, needle in [
+        ("missing.pt", "checkpoint not found"),
+        ("trunc.pt", "not a valid checkpoint"),
+        ("plain.pt", "not an nmt checkpoint"),
+        ("text.pt", "not a valid checkpoint"),
+        ("evil.pt", "needs to run code"),
+    ]:
+        res = nmt("translate", "-c", tmp_path / name, "-o", out, input="dog\n", check=False)
+        one_line_error(res, needle)
+        assert "pwned" not in res.stdout
+        assert out.read_text() == "precious\n"  # never half-written or lost
+
+
+def test_bad_input_file_leaves_no_output(trained, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"dog bird\n\xff\xfe oops\n")
+    out = tmp_path / "out.txt"
+    res = nmt("translate", "-c", trained / "run" / "best.pt", bad, "-o", out, check=False)
+    one_line_error(res, f"{bad}:2", "invalid UTF-8")
+    assert not out.exists() and not list(tmp_path.glob(".out.txt.tmp*"))
+    res = nmt("translate", "-c", trained / "run" / "best.pt", tmp_path / "nope.txt", check=False)
+    one_line_error(res, "input file not found")
+
+
+def test_config_typo_on_the_command_line(trained):
+    res = nmt(
+        "train", "-o", trained / "typo", f"data.dir={trained / 'data'}", "train.lrr=1", check=False
+    )
+    one_line_error(res, "unknown config key train.lrr", "valid keys in train:")
+
+
+def test_score_an_existing_hypothesis_file(tmp_path):
+    (tmp_path / "hyp").write_text("a cat sat on the mat\n")
+    (tmp_path / "ref").write_text("a cat sat on the mat\n")
+    res = nmt("evaluate", "--hypothesis", tmp_path / "hyp", "--reference", tmp_path / "ref")
+    assert "100.00" in res.stdout
+
+
+def test_help_is_fast_and_lists_commands():
+    res = nmt("--help")
+    for cmd in ("preprocess", "train", "translate", "evaluate", "average", "demo"):
+        assert cmd in res.stdout
+    probe = "import sys, nmt.cli; print('torch' in sys.modules, 'datasets' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV)
+    assert res.stdout.strip() == "False False"  # heavy imports stay out of start-up
