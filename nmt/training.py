@@ -315,7 +315,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
     losses: list[tuple[int, float]] = []
     window_loss, window_tok, window_t0 = 0.0, 0, time.time()
     run_t0 = time.time() - progress.train_seconds
-    stop_reason = None
+    stop_reason = _budget_reason(cfg, progress)  # a resumed run may already be done
 
     def save(tag: str, inference_only: bool = False) -> Path:
         st = _checkpoint_state(cfg, model, tokenizer, meta, optimizer, scheduler, progress)
