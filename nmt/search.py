@@ -208,7 +208,8 @@ def _beam(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypo
             rows = (keep[:, None] * K + torch.arange(K, device=device)).flatten()
             order = order[rows]
             beams = beams.keep(keep, K)
-        encoded = select_batch(encoded, order)
+            # `encoded` is the same for every beam of a sentence: only finished sentences leave it
+            encoded = select_batch(encoded, rows)
         cache = select_batch(cache, order)
     return [sorted(f, key=lambda h: -h.score)[: opts.n_best] for f in finished]
 

@@ -8,6 +8,10 @@
 one step (B, 1) and returns the updated cache. Because `encoded` and `cache` are flat dicts of
 tensors whose first dimension is the batch, search reorders beams with one `index_select` each.
 `attn` (B, T, S) is the attention over source positions used for alignments (None for `rnn`).
+
+`encoded` holds what depends on the source only (it is read, never updated, by `decode`), so beam
+search shares it across a sentence's beams and trims it only when sentences finish; `cache` holds
+per-hypothesis state and is reordered with the beams at every step.
 """
 
 from __future__ import annotations

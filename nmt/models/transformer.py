@@ -194,36 +194,35 @@ class Transformer(Seq2Seq):
         x = self.embed(self.src_embed, src)
         for layer in self.encoder_layers:
             x = layer(x, mask)
-        return {"memory": self.encoder_norm(x), "src_mask": src_mask}  # (B, S, d_model), (B, S)
+        memory = self.encoder_norm(x)  # (B, S, d_model)
+        encoded = {"memory": memory, "src_mask": src_mask}
+        for i, layer in enumerate(self.decoder_layers):  # cross-attention K/V: once per source
+            encoded[f"cross_k{i}"], encoded[f"cross_v{i}"] = layer.cross_attn.keys_values(memory)
+        return encoded
 
     def init_cache(self, encoded: Encoded) -> Cache:
         memory = encoded["memory"]
         B, H = memory.size(0), self.decoder_layers[0].self_attn.n_heads
-        empty = memory.new_zeros(B, H, 0, memory.size(-1) // H)
+        empty = memory.new_zeros(B, H, 0, memory.size(-1) // H)  # (B, H, 0, d_head)
         cache = {}
-        for i, layer in enumerate(self.decoder_layers):
-            cache[f"cross_k{i}"], cache[f"cross_v{i}"] = layer.cross_attn.keys_values(memory)
+        for i in range(len(self.decoder_layers)):
             cache[f"self_k{i}"], cache[f"self_v{i}"] = empty, empty
         return cache
 
     def decode(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
-        memory, src_mask = encoded["memory"], encoded["src_mask"][:, None, None, :]
+        src_mask = encoded["src_mask"][:, None, None, :]
         offset = 0 if cache is None else cache["self_k0"].size(2)
         x = self.embed(self.tgt_embed, tgt_in, offset)  # (B, T, d_model)
         new_cache: Cache | None = None if cache is None else {}
-        need_weights = not self.training
-        attn = None
         last = len(self.decoder_layers) - 1
+        attn = None
         for i, layer in enumerate(self.decoder_layers):
-            if cache is None:
-                cross_kv, past_kv = layer.cross_attn.keys_values(memory), None
-            else:
-                cross_kv = cache[f"cross_k{i}"], cache[f"cross_v{i}"]
-                past_kv = cache[f"self_k{i}"], cache[f"self_v{i}"]
-            x, (k, v), a = layer(x, cross_kv, src_mask, past_kv, need_weights and i == last)
+            cross_kv = encoded[f"cross_k{i}"], encoded[f"cross_v{i}"]
+            past_kv = None if cache is None else (cache[f"self_k{i}"], cache[f"self_v{i}"])
+            need_weights = i == last and not self.training  # alignments at inference only
+            x, (k, v), a = layer(x, cross_kv, src_mask, past_kv, need_weights)
             if new_cache is not None:
-                new_cache.update({f"cross_k{i}": cross_kv[0], f"cross_v{i}": cross_kv[1]})
-                new_cache.update({f"self_k{i}": k, f"self_v{i}": v})
+                new_cache[f"self_k{i}"], new_cache[f"self_v{i}"] = k, v
             attn = a if i == last else attn
         logits = self.generator(self.decoder_norm(x))  # (B, T, V)
         return logits, attn, new_cache
