@@ -92,8 +92,11 @@ def evaluate(
         else:
             if split not in ("valid", "test"):
                 raise NMTError(f"--split must be valid or test, not {split!r}")
-            if data_dir is None:
-                raise NMTError("give --data (the data dir) or --source/--reference")
+            data_dir = data_dir or translator.cfg.data.dir  # the data dir it was trained on
+            if not (Path(data_dir) / f"{split}.src").is_file():
+                raise NMTError(
+                    f"no {split} split in data dir {data_dir}: give --data or --source/--reference"
+                )
             srcs, refs = (
                 _read(Path(data_dir) / f"{split}.src"),
                 _read(Path(data_dir) / f"{split}.tgt"),
