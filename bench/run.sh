@@ -44,7 +44,7 @@ throughput() { # training throughput: Transformer 3+3, d_model 256, 4 heads, d_f
     model.attention_dropout="${ATT_DROPOUT:-0.1}" train.max_tokens=4096 train.lr=1e-3 train.warmup=4000 \
     train.max_time=$(echo "$secs / 60" | bc -l) train.valid_every=1000000 train.valid_bleu=false \
     train.best_metric=loss train.log_every=20 > "$OUT/throughput.log" 2>&1
-  python3 - "$run/train.log" <<'PY'
+  .venv/bin/python - "$run/train.log" <<'PY'
 import re, sys
 rows = [float(x) for x in re.findall(r"(\d+) tgt tok/s", open(sys.argv[1]).read())]
 w = rows[max(1, len(rows) // 5):]
@@ -63,7 +63,7 @@ translate() { # Multi30k test2016 (1000 sentences), greedy and beam 5, pure deco
     t1=$(date +%s.%N)
     "$NMT" evaluate --hypothesis "$out" --reference "$ref" --tgt-lang en --json "$OUT/test.b$beam.json" > /dev/null
     "$NMT" evaluate -c "$CKPT" -d "$DATA_BIN" --split test --beam "$beam" --json "$OUT/decode.b$beam.json" > /dev/null
-    python3 - "$out" "$t0" "$t1" "$beam" "$OUT/test.b$beam.json" "$OUT/decode.b$beam.json" "$DATA_BIN/spm.model" "$(peak "$OUT/translate.b$beam.time")" <<'PY'
+    .venv/bin/python - "$out" "$t0" "$t1" "$beam" "$OUT/test.b$beam.json" "$OUT/decode.b$beam.json" "$DATA_BIN/spm.model" "$(peak "$OUT/translate.b$beam.time")" <<'PY'
 import json, sys
 out, t0, t1, beam, sj, dj, spm_path, peak = sys.argv[1:9]
 import sentencepiece as spm
