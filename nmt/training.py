@@ -365,7 +365,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
                     log.scalars(progress.step, row, "train")
                     log.tick(
                         progress.step,
-                        {"loss": f"{row['loss']:.3f}", "tok/s": f"{row['tgt_tok_s']:.0f}"},
+                        {
+                            "loss": f"{row['loss']:.3f}",
+                            "lr": f"{row['lr']:.1e}",
+                            "tok/s": f"{row['tgt_tok_s']:.0f}",
+                        },
                     )
                     window_loss, window_tok, window_t0 = 0.0, 0, time.time()
                 progress.train_seconds = time.time() - run_t0
