@@ -43,7 +43,7 @@ throughput() { # training throughput: Transformer 3+3, d_model 256, 4 heads, d_f
     model.decoder_layers=3 model.n_heads=4 model.d_ff=1024 model.dropout=0.1 \
     model.attention_dropout="${ATT_DROPOUT:-0.1}" train.max_tokens=4096 train.lr=1e-3 train.warmup=4000 \
     train.max_time=$(echo "$secs / 60" | bc -l) train.valid_every=1000000 train.valid_bleu=false \
-    train.best_metric=loss train.log_every=20 > "$OUT/throughput.log" 2>&1
+    train.best_metric=loss train.log_every=5 > "$OUT/throughput.log" 2>&1
   .venv/bin/python - "$run/train.log" <<'PY'
 import re, sys
 rows = [float(x) for x in re.findall(r"(\d+) tgt tok/s", open(sys.argv[1]).read())]
