@@ -11,6 +11,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -326,7 +328,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
         return path
 
     model.train()
-    try:
+    interrupt = _Interrupt()
+    with interrupt:
         while stop_reason is None:
             if cfg.train.max_epochs and progress.epoch >= cfg.train.max_epochs:
                 stop_reason = f"reached max_epochs={cfg.train.max_epochs}"
@@ -383,19 +386,20 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
                     window_t0 += time.time() - t_valid
                     if patience_hit and not stop_reason:
                         stop_reason = f"no improvement in {cfg.train.patience} validations"
+                if interrupt.requested and not stop_reason:
+                    stop_reason = "interrupted"
                 if _any_rank(stop_reason is not None, world):
                     stop_reason = stop_reason or "stopped on another rank"
                     break
             else:
                 progress.epoch += 1
                 progress.batch = 0
-    except KeyboardInterrupt:
-        stop_reason = "interrupted"
+    if interrupt.requested:  # Ctrl-C: save where we are, then report the interruption
         if main:
             save("last.pt")
             log.line(f"interrupted at step {progress.step}: saved {run_dir / 'last.pt'}")
         log.close()
-        raise
+        raise KeyboardInterrupt
     log.line(f"stopped at step {progress.step}: {stop_reason}")
     if world > 1:
         log.line(f"ranks in sync: parameter checksum {_check_in_sync(model, world):.6e}")
@@ -425,6 +429,28 @@ def _check_in_sync(model, world: int) -> float:
     if any(abs(g.item() - local.item()) > 1e-6 * max(1.0, abs(local.item())) for g in gathered):
         raise NMTError(f"DDP ranks diverged: parameter checksums {[g.item() for g in gathered]}")
     return local.item()
+
+
+class _Interrupt:
+    """Ctrl-C asks the loop to stop after the current step (and save); a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _autocast(precision: str, device: torch.device):

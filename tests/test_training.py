@@ -86,18 +86,20 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(toy_data_dir, tmp_path):
     cmd = [sys.executable, "-m", "nmt", "train", "-o", str(run), "-q", f"data.dir={toy_data_dir}"]
     cmd += TINY + ["train.max_steps=100000", "train.valid_every=100000"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), text=True
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(), text=True
     )
     log = run / "train.log"
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline and not (log.is_file() and "step 3 " in log.read_text()):
         time.sleep(0.2)
+    assert "step 3 " in log.read_text(), "training did not start in time"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "Traceback" not in err
     state = checkpoint.load(run / "last.pt")
     assert state["progress"]["step"] >= 3
+    assert f"interrupted at step {state['progress']['step']}" in log.read_text()
 
 
 def test_two_process_ddp_on_cpu_stays_in_sync(toy_data_dir, tmp_path):
