@@ -60,3 +60,13 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(NMTError, match="invalid YAML"):
         load_config(write(tmp_path, "model: [unclosed\n"))
+
+
+def test_every_recipe_config_loads():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).resolve().parents[1].glob("recipes/*/*.yaml"))
+    assert len(configs) >= 9
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.model.backend == path.stem
