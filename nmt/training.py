@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from nmt import checkpoint
 from nmt.batching import TrainBatches, collate
@@ -98,17 +97,6 @@ def make_optimizer(model, cfg):
     return Opt(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def loss_fn(logits, tgt_out, label_smoothing: float):
-    """Summed label-smoothed cross-entropy over real (non-pad) target tokens."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),
-        tgt_out.reshape(-1),
-        ignore_index=PAD_ID,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Checkpoint state
 
@@ -155,8 +143,7 @@ def validate(
     model.eval()
     total, n_tok = 0.0, 0
     for src, tgt_in, tgt_out in valid_batches:
-        logits = model(src, tgt_in)
-        total += loss_fn(logits, tgt_out, 0.0).item()
+        total += model(src, tgt_in, tgt_out).item()  # summed cross-entropy, no smoothing
         n_tok += int((tgt_out != PAD_ID).sum())
     result = {"loss": total / max(n_tok, 1)}
     result["ppl"] = math.exp(min(result["loss"], 50))
@@ -469,8 +456,7 @@ def _train_step(model, batches, group, optimizer, scheduler, cfg, device, amp, s
         sync = k == len(group) - 1 or world == 1
         ctx = model.no_sync() if not sync and hasattr(model, "no_sync") else nullcontext()
         with ctx, amp():
-            logits = model(src, tgt_in)
-            loss = loss_fn(logits, tgt_out, cfg.train.label_smoothing)
+            loss = model(src, tgt_in, tgt_out, cfg.train.label_smoothing)  # summed over tokens
         # normalise by the tokens of the whole update (approximated per batch times accum)
         scaled = loss / max(n_tok * len(group), 1)
         (scaler.scale(scaled) if scaler else scaled).backward()

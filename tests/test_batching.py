@@ -26,9 +26,10 @@ def test_batches_cover_everything_once_and_respect_max_tokens():
 def test_bucketing_keeps_padding_low():
     src, tgt = lengths(5000)
     batches = bucket_batches(src, tgt, 4000, np.random.default_rng(0))
-    real = sum(tgt[b].sum() for b in batches)
-    padded = sum(tgt[b].max() * len(b) for b in batches)
-    assert real / padded > 0.95
+    for side in (src, tgt):  # both sides packed, though lengths differ by up to 5 tokens
+        real = sum(side[b].sum() for b in batches)
+        padded = sum(side[b].max() * len(b) for b in batches)
+        assert real / padded > 0.9
 
 
 def test_order_is_reproducible_from_the_seed_and_changes_per_epoch():

@@ -57,6 +57,34 @@ def test_cached_decoding_equals_teacher_forcing(backend, kw):
         torch.testing.assert_close(full_attn.sum(-1), torch.ones(3, 6))
 
 
+@pytest.mark.parametrize("backend,kw", VARIANTS)
+def test_training_loss_is_cross_entropy_of_the_logits(backend, kw):
+    """`model(src, tgt_in, tgt_out, eps)` (fused with the output projection) is the summed
+    label-smoothed cross-entropy of `model(src, tgt_in)`, with the same gradients."""
+    src = torch.randint(4, 30, (3, 7))
+    tgt_in, tgt_out = torch.randint(4, 30, (3, 6)), torch.randint(4, 30, (3, 6))
+    tgt_out[1, 3:] = PAD_ID
+    grads = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = build_model(tiny(backend, **kw), 30, 30, joint=True)
+        torch.manual_seed(1)  # same dropout masks in both passes
+        if fused:
+            loss = model(src, tgt_in, tgt_out, 0.1)
+        else:
+            loss = torch.nn.functional.cross_entropy(
+                model(src, tgt_in).flatten(0, 1),
+                tgt_out.flatten(),
+                ignore_index=PAD_ID,
+                label_smoothing=0.1,
+                reduction="sum",
+            )
+        loss.backward()
+        grads.append([loss.detach()] + [p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def reversal_batch(n: int, gen: torch.Generator, vocab: int = 12):
     lengths = torch.randint(3, 7, (n,), generator=gen)
     src = torch.full((n, 7), PAD_ID)

@@ -8,6 +8,9 @@
 one step (B, 1) and returns the updated cache. Because `encoded` and `cache` are flat dicts of
 tensors whose first dimension is the batch, search reorders beams with one `index_select` each.
 `attn` (B, T, S) is the attention over source positions used for alignments (None for `rnn`).
+Backends implement `decode_hidden`, which returns the decoder's output states (B, T, d_model);
+`decode` applies the shared output projection to them, and training fuses that projection with
+the loss (`model(src, tgt_in, tgt_out)`, see `nmt.loss`).
 
 `encoded` holds what depends on the source only (it is read, never updated, by `decode`), so beam
 search shares it across a sentence's beams and trims it only when sentences finish; `cache` holds
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nmt.loss import linear_cross_entropy
 from nmt.tokenizer import PAD_ID
 
 Encoded = dict[str, Tensor]
@@ -57,8 +61,9 @@ class Dropout(nn.Module):
             return F.dropout(x, self.p, True)
         n = x.numel()
         bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
-        keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
-        return x * keep * (1.0 / (1.0 - self.p))
+        draws = bits.view(torch.int16)[:n].view(x.shape)
+        scale = torch.where(draws >= self.threshold, 1.0 / (1.0 - self.p), 0.0)  # one pass
+        return x * scale.to(x.dtype)
 
 
 class Embeddings(nn.Module):
@@ -96,13 +101,32 @@ class Seq2Seq(nn.Module):
     def init_cache(self, encoded: Encoded) -> Cache:
         raise NotImplementedError
 
+    def decode_hidden(
+        self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None
+    ) -> tuple[Tensor, Tensor | None, Cache | None]:
+        """Decoder output states (B, T, d_model), attention (B, T, S) or None, updated cache."""
+        raise NotImplementedError
+
     def decode(
         self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None
     ) -> tuple[Tensor, Tensor | None, Cache | None]:
-        raise NotImplementedError
+        hidden, attn, cache = self.decode_hidden(tgt_in, encoded, cache)
+        return self.generator(hidden), attn, cache  # logits (B, T, V)
 
-    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, V) for training."""
+    def forward(
+        self,
+        src: Tensor,
+        tgt_in: Tensor,
+        tgt_out: Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> Tensor:
+        """Teacher-forced logits (B, T, V); with `tgt_out`, the summed (label-smoothed)
+        cross-entropy over its non-pad tokens instead, without materialising the logits."""
         encoded = self.encode(src, src_mask_of(src))
-        logits, _, _ = self.decode(tgt_in, encoded)
-        return logits
+        hidden, _, _ = self.decode_hidden(tgt_in, encoded)
+        if tgt_out is None:
+            return self.generator(hidden)
+        d = hidden.size(-1)
+        return linear_cross_entropy(
+            hidden.reshape(-1, d), self.generator.weight, tgt_out.reshape(-1), label_smoothing
+        )

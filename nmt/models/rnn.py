@@ -63,12 +63,12 @@ class RNNSeq2Seq(Seq2Seq):
     def init_cache(self, encoded: Encoded) -> Cache:
         return {k[len("final_") :]: v for k, v in encoded.items() if k.startswith("final_")}
 
-    def decode(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
+    def decode_hidden(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
         state = cache_to_state(cache if cache is not None else self.init_cache(encoded), self.cell)
         y = self.dropout(self.tgt_embed(tgt_in))  # (B, T, d)
         ctx = encoded["context"][:, None, :].expand(-1, y.size(1), -1)  # (B, T, d)
         out, state = self.decoder(torch.cat([y, ctx], -1), state)  # (B, T, d)
         h = torch.tanh(self.pre_output(torch.cat([out, ctx, y], -1)))
-        logits = self.generator(self.dropout(h))  # (B, T, V)
+        hidden = self.dropout(h)  # (B, T, d_model)
         new_cache = state_to_cache(state, self.cell) if cache is not None else None
-        return logits, None, new_cache
+        return hidden, None, new_cache

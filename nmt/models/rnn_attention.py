@@ -55,7 +55,7 @@ class AttentionRNNSeq2Seq(Seq2Seq):
             cache["c"] = h
         return cache
 
-    def decode(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
+    def decode_hidden(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
         step_cache = cache if cache is not None else self.init_cache(encoded)
         state, feed = cache_to_state(step_cache, self.cell), step_cache["feed"]
         y = self.dropout(self.tgt_embed(tgt_in))  # (B, T, d)
@@ -68,8 +68,8 @@ class AttentionRNNSeq2Seq(Seq2Seq):
             feed = torch.tanh(self.combine(torch.cat([out, ctx], -1)))  # (B, 1, d)
             feeds.append(feed)
             weights.append(w)
-        logits = self.generator(self.dropout(torch.cat(feeds, 1)))  # (B, T, V)
+        hidden = self.dropout(torch.cat(feeds, 1))  # (B, T, d_model)
         new_cache = None
         if cache is not None:
             new_cache = state_to_cache(state, self.cell) | {"feed": feed}
-        return logits, torch.cat(weights, 1), new_cache
+        return hidden, torch.cat(weights, 1), new_cache

@@ -209,7 +209,7 @@ class Transformer(Seq2Seq):
             cache[f"self_k{i}"], cache[f"self_v{i}"] = empty, empty
         return cache
 
-    def decode(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
+    def decode_hidden(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
         src_mask = encoded["src_mask"][:, None, None, :]
         offset = 0 if cache is None else cache["self_k0"].size(2)
         x = self.embed(self.tgt_embed, tgt_in, offset)  # (B, T, d_model)
@@ -224,5 +224,5 @@ class Transformer(Seq2Seq):
             if new_cache is not None:
                 new_cache[f"self_k{i}"], new_cache[f"self_v{i}"] = k, v
             attn = a if i == last else attn
-        logits = self.generator(self.decoder_norm(x))  # (B, T, V)
-        return logits, attn, new_cache
+        hidden = self.decoder_norm(x)  # (B, T, d_model)
+        return hidden, attn, new_cache
