@@ -19,7 +19,7 @@ def bucket_batches(
     max(longest src, longest tgt) * count stays within `max_tokens`; shuffle the batches.
 
     The sort key is the one the budget is on, max(src, tgt), then target and source length:
-    batches fill the budget and both sides stay tightly packed (~96% real tokens each)."""
+    batches fill the budget and both sides stay tightly packed (95-96% real tokens on Multi30k)."""
     src_len, tgt_len = np.asarray(src_len), np.asarray(tgt_len)
     longest = np.maximum(src_len, tgt_len)
     idx = rng.permutation(len(src_len)) if rng is not None else np.arange(len(src_len))

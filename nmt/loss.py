@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from nmt.tokenizer import PAD_ID
 
@@ -35,12 +36,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, y: Tensor, eps: float, chunk: int) -> Tensor:
+        ctx.h_dtype, ctx.w_dtype = h.dtype, weight.dtype
+        acc = torch.promote_types(h.dtype, torch.float32)  # float32 at least, for 16-bit inputs
+        h, weight = h.to(acc), weight.to(acc)
         grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
         total = h.new_zeros(())
         V = weight.size(0)
+        weight_t = weight.t().contiguous()  # (d, V): a faster layout for the forward product
         for s in range(0, h.size(0), chunk):
             hc, yc = h[s : s + chunk], y[s : s + chunk]
-            z = hc @ weight.t()  # (C, V)
+            z = hc @ weight_t  # (C, V)
             keep = yc != PAD_ID
             loss, lse = _chunk_loss(z, yc, eps)
             total += loss.masked_fill(~keep, 0).sum()
@@ -50,10 +55,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g.mul_(keep[:, None])
             torch.mm(g, weight, out=grad_h[s : s + chunk])
             grad_w.addmm_(g.t(), hc)
-        ctx.save_for_backward(grad_h, grad_w)
-        return total
+        ctx.save_for_backward(grad_h.to(ctx.h_dtype), grad_w.to(ctx.w_dtype))
+        return total.to(ctx.h_dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):
         grad_h, grad_w = ctx.saved_tensors
         return grad_h * grad_out, grad_w * grad_out, None, None, None
@@ -74,9 +80,10 @@ def linear_cross_entropy(
         )
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(h, weight, y, label_smoothing, chunk)
-    total = h.new_zeros(())
+    acc = torch.promote_types(h.dtype, torch.float32)
+    total = h.new_zeros((), dtype=acc)
     for s in range(0, h.size(0), chunk):  # no gradients needed: the loss alone, chunk by chunk
         yc = y[s : s + chunk]
-        loss, _ = _chunk_loss(h[s : s + chunk] @ weight.t(), yc, label_smoothing)
+        loss, _ = _chunk_loss((h[s : s + chunk] @ weight.t()).to(acc), yc, label_smoothing)
         total += loss.masked_fill(yc == PAD_ID, 0).sum()
-    return total
+    return total.to(h.dtype)

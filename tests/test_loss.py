@@ -47,3 +47,15 @@ def test_without_grad_gives_the_same_loss():
     with torch.no_grad():
         fused = linear_cross_entropy(h, w, y, 0.1, chunk=16)
     torch.testing.assert_close(fused, reference(h, w, y, 0.1))
+
+
+def test_bfloat16_inputs_accumulate_in_float32():
+    torch.manual_seed(0)
+    h, w = torch.randn(300, 16), torch.randn(50, 16)
+    y = torch.randint(1, 50, (300,))
+    hb = h.bfloat16().requires_grad_()
+    loss = linear_cross_entropy(hb, w.bfloat16(), y, 0.1, chunk=64)
+    loss.backward()
+    assert loss.dtype == hb.grad.dtype == torch.bfloat16
+    ref = reference(hb.detach().float(), w.bfloat16().float(), y, 0.1)
+    torch.testing.assert_close(loss.float(), ref, rtol=1e-2, atol=0)

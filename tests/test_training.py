@@ -113,3 +113,22 @@ def test_two_process_ddp_on_cpu_stays_in_sync(toy_data_dir, tmp_path):
     assert "world size 2" in text
     assert "ranks in sync: parameter checksum" in text
     assert checkpoint.load(run / "last.pt")["progress"]["step"] == 4
+
+
+def test_resumed_optimizer_stays_fused_when_the_checkpoint_was_not():
+    import torch
+
+    from nmt.config import TrainConfig
+    from nmt.training import _restore_fused, make_optimizer
+
+    model = torch.nn.Linear(4, 3)
+    old = torch.optim.Adam(model.parameters(), fused=False)
+    model(torch.randn(2, 4)).sum().backward()
+    old.step()
+    new = make_optimizer(model, TrainConfig())
+    new.load_state_dict(old.state_dict())
+    assert new.param_groups[0]["fused"] is not True  # what load_state_dict alone gives
+    _restore_fused(new, torch.device("cpu"))
+    assert new.param_groups[0]["fused"] is True
+    new.step()  # the fused kernel accepts the restored state
+    assert int(new.state[model.weight]["step"]) == 2

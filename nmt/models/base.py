@@ -8,9 +8,10 @@
 one step (B, 1) and returns the updated cache. Because `encoded` and `cache` are flat dicts of
 tensors whose first dimension is the batch, search reorders beams with one `index_select` each.
 `attn` (B, T, S) is the attention over source positions used for alignments (None for `rnn`).
-Backends implement `decode_hidden`, which returns the decoder's output states (B, T, d_model);
-`decode` applies the shared output projection to them, and training fuses that projection with
-the loss (`model(src, tgt_in, tgt_out)`, see `nmt.loss`).
+Backends implement `encode`, `init_cache` and `decode_hidden`, which returns the decoder's output
+states (B, T, d_model) in place of logits; they leave `decode` and `forward` to this class and
+project to the vocabulary only through its bias-free `generator`. `decode` applies it for search;
+training fuses it with the loss (`model(src, tgt_in, tgt_out, label_smoothing)`, see `nmt.loss`).
 
 `encoded` holds what depends on the source only (it is read, never updated, by `decode`), so beam
 search shares it across a sentence's beams and trims it only when sentences finish; `cache` holds
@@ -45,8 +46,8 @@ def src_mask_of(src: Tensor) -> Tensor:
 class Dropout(nn.Module):
     """Inverted dropout drawing 16 random bits per element from 64-bit draws.
 
-    Same semantics as `nn.Dropout` (keep probability quantised to 1/65536); on CPU it is about
-    twice as fast, because generating the random mask dominates dropout's cost there.
+    Same semantics as `nn.Dropout` (keep probability quantised to 1/65536); on CPU forward plus
+    backward is about twice as fast, because generating the random mask dominates the cost there.
     """
 
     def __init__(self, p: float):
@@ -61,9 +62,8 @@ class Dropout(nn.Module):
             return F.dropout(x, self.p, True)
         n = x.numel()
         bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
-        draws = bits.view(torch.int16)[:n].view(x.shape)
-        scale = torch.where(draws >= self.threshold, 1.0 / (1.0 - self.p), 0.0)  # one pass
-        return x * scale.to(x.dtype)
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
+        return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - self.p))  # backward keeps 1-byte mask
 
 
 class Embeddings(nn.Module):
@@ -110,8 +110,9 @@ class Seq2Seq(nn.Module):
     def decode(
         self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None
     ) -> tuple[Tensor, Tensor | None, Cache | None]:
+        """Logits (B, T, V), attention (B, T, S) or None, updated cache (None without one)."""
         hidden, attn, cache = self.decode_hidden(tgt_in, encoded, cache)
-        return self.generator(hidden), attn, cache  # logits (B, T, V)
+        return self.generator(hidden), attn, cache
 
     def forward(
         self,
@@ -126,7 +127,8 @@ class Seq2Seq(nn.Module):
         hidden, _, _ = self.decode_hidden(tgt_in, encoded)
         if tgt_out is None:
             return self.generator(hidden)
-        d = hidden.size(-1)
+        keep = tgt_out.reshape(-1) != PAD_ID  # padded positions cost no output projection
+        hidden = hidden.reshape(-1, hidden.size(-1))[keep]
         return linear_cross_entropy(
-            hidden.reshape(-1, d), self.generator.weight, tgt_out.reshape(-1), label_smoothing
+            hidden, self.generator.weight, tgt_out.reshape(-1)[keep], label_smoothing
         )
