@@ -11,10 +11,11 @@ BACKENDS ?= rnn rnn_attention transformer
 PREPROCESS_ARGS ?=
 TRAIN_ARGS ?=
 BEAM ?= 5
+AVERAGE ?= 5
 INPUT ?= $(DATA_BIN)/test.src
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: data $(addprefix train-,$(BACKENDS)) evaluate translate all
+.PHONY: data $(addprefix train-,$(BACKENDS)) average evaluate translate all
 
 data: $(DATA_BIN)/meta.json
 
@@ -25,13 +26,27 @@ $(DATA_BIN)/meta.json:
 train-%: data
 	$(NMT) train $(HERE)/$*.yaml -o $(RUNS)/$* -q data.dir=$(DATA_BIN) $(TRAIN_ARGS)
 
-# Scores every trained backend on the test split; writes results.json and results.txt
-# (sacreBLEU BLEU/chrF/TER with signatures) into each run dir.
+# Averages each run's last $(AVERAGE) step checkpoints into averaged.pt, scores it and best.pt
+# on the validation split, and points final.pt at the better one (test data is not looked at).
+valid_bleu = $(NMT) evaluate -c $(1) -d $(DATA_BIN) --split valid --beam $(BEAM) | awk '/^BLEU/ {print $$2}'
+average:
+	@for b in $(BACKENDS); do \
+	  r=$(RUNS)/$$b; [ -f $$r/best.pt ] || continue; \
+	  $(NMT) average --run-dir $$r -n $(AVERAGE) -o $$r/averaged.pt || exit 1; \
+	  avg=$$($(call valid_bleu,$$r/averaged.pt)); best=$$($(call valid_bleu,$$r/best.pt)); \
+	  pick=best.pt; if awk "BEGIN {exit !($$avg > $$best)}"; then pick=averaged.pt; fi; \
+	  ln -sf $$pick $$r/final.pt; \
+	  echo "$$b: valid BLEU best.pt $$best, averaged.pt $$avg -> final.pt = $$pick"; \
+	done
+
+# Scores every trained backend (final.pt when `average` has run, else best.pt) on the test
+# split; writes results.json and results.txt (sacreBLEU scores with signatures) into its run dir.
+checkpoint = $$( [ -e $(RUNS)/$$b/final.pt ] && echo $(RUNS)/$$b/final.pt || echo $(RUNS)/$$b/best.pt )
 evaluate:
 	@for b in $(BACKENDS); do \
 	  if [ -f $(RUNS)/$$b/best.pt ]; then \
-	    echo "== $$b"; \
-	    $(NMT) evaluate -c $(RUNS)/$$b/best.pt -d $(DATA_BIN) --split test --beam $(BEAM) \
+	    echo "== $$b ($(checkpoint))"; \
+	    $(NMT) evaluate -c $(checkpoint) -d $(DATA_BIN) --split test --beam $(BEAM) \
 	      --json $(RUNS)/$$b/results.json -o $(RUNS)/$$b/test.hyp | tee $(RUNS)/$$b/results.txt; \
 	  fi; \
 	done
@@ -39,9 +54,9 @@ evaluate:
 translate:
 	@for b in $(BACKENDS); do \
 	  if [ -f $(RUNS)/$$b/best.pt ]; then \
-	    $(NMT) translate -c $(RUNS)/$$b/best.pt --beam $(BEAM) -q $(INPUT) -o $(RUNS)/$$b/translations.txt \
+	    $(NMT) translate -c $(checkpoint) --beam $(BEAM) -q $(INPUT) -o $(RUNS)/$$b/translations.txt \
 	      && echo "$$b: $(RUNS)/$$b/translations.txt"; \
 	  fi; \
 	done
 
-all: data $(addprefix train-,$(BACKENDS)) evaluate translate
+all: data $(addprefix train-,$(BACKENDS)) average evaluate translate
