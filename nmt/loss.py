@@ -47,12 +47,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
             hc, yc = h[s : s + chunk], y[s : s + chunk]
             z = hc @ weight_t  # (C, V)
             keep = yc != PAD_ID
-            loss, lse = _chunk_loss(z, yc, eps)
+            # Seven passes over the chunk, all but the first two in place: loss terms, max,
+            # exp, sum, then the gradient softmax - (1 - eps) * onehot - eps / V.
+            loss = -(1 - eps) * z.gather(1, yc[:, None]).squeeze(1)
+            if eps > 0:
+                loss -= (eps / V) * z.sum(-1)
+            m = z.amax(-1, keepdim=True)
+            e = z.sub_(m).exp_()
+            total_exp = e.sum(-1, keepdim=True)
+            loss += (m + total_exp.log()).squeeze(1)  # + logsumexp
             total += loss.masked_fill(~keep, 0).sum()
-            g = z.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-            g.sub_(eps / V)
+            g = e.mul_(total_exp.reciprocal_()).sub_(eps / V)  # softmax - eps / V
             g.scatter_add_(1, yc[:, None], g.new_full((yc.size(0), 1), eps - 1))
-            g.mul_(keep[:, None])
+            if not keep.all():
+                g[~keep] = 0
             torch.mm(g, weight, out=grad_h[s : s + chunk])
             grad_w.addmm_(g.t(), hc)
         ctx.save_for_backward(grad_h.to(ctx.h_dtype), grad_w.to(ctx.w_dtype))

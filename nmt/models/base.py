@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,10 +45,13 @@ def src_mask_of(src: Tensor) -> Tensor:
 
 
 class Dropout(nn.Module):
-    """Inverted dropout drawing 16 random bits per element from 64-bit draws.
+    """Inverted dropout with the mask drawn as 16-bit integers from numpy's PCG64DXSM.
 
-    Same semantics as `nn.Dropout` (keep probability quantised to 1/65536); on CPU forward plus
-    backward is about twice as fast, because generating the random mask dominates the cost there.
+    Same semantics as `nn.Dropout` (keep probability quantised to 1/65536). On a CPU, drawing the
+    random mask dominates dropout's cost and torch draws it on one core from MT19937; PCG64DXSM
+    gives four 16-bit draws per 64-bit output about 3x faster. Each call seeds it from torch's
+    generator, so `torch.manual_seed` and the RNG state saved in checkpoints still decide every
+    mask. On CUDA this is `F.dropout`.
     """
 
     def __init__(self, p: float):
@@ -58,12 +62,17 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.is_cuda:
+        if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        n = x.numel()
-        bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
-        keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
+        keep = random_int16(x.numel()).view(x.shape) >= self.threshold
         return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - self.p))  # backward keeps 1-byte mask
+
+
+def random_int16(n: int) -> Tensor:
+    """n uniform int16 draws (CPU), seeded from torch's default generator."""
+    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+    raw = np.random.PCG64DXSM(seed).random_raw((n + 3) // 4)  # uint64, four draws each
+    return torch.from_numpy(raw.view(np.int16)[:n])
 
 
 class Embeddings(nn.Module):
