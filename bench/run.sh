@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks behind BENCHMARKS.md. Usage: bench/run.sh {preprocess|startup|throughput|translate} [args]
+# Benchmarks behind BENCHMARKS.md. Usage: bench/run.sh {preprocess|startup|throughput|translate|pairs} [args]
 # Env: NMT (default .venv/bin/nmt), DATA (Multi30k raw dir, default ../shared/data/multi30k),
 #      DATA_BIN (default data-bin/multi30k-de-en), OUT (results dir, default bench/results),
-#      CKPT (checkpoint for translate/startup), SECS (throughput seconds, default 240).
+#      CKPT (checkpoint for translate/startup), SECS (throughput seconds, default 240),
+#      PAIRS (pairs: alternating nmt / OpenNMT-py runs, default 3), PEERS (default ../shared/bench/peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NMT=${NMT:-.venv/bin/nmt}
@@ -79,4 +80,13 @@ PY
   done
 }
 
-"${1:?usage: bench/run.sh preprocess|startup|throughput|translate}"
+pairs() { # throughput against OpenNMT-py in alternating runs (PAIRS, default 3): nmt, peer, nmt, peer, ...
+  local peers=${PEERS:-../shared/bench/peers} i
+  for i in $(seq "${PAIRS:-3}"); do
+    echo "== pair $i $(date -u +%T)"
+    SECS=${SECS:-200} throughput
+    THRU_SECS=${SECS:-200} bash "$peers/opennmt/run.sh" throughput | grep -E "trg_tok|Maximum"
+  done
+}
+
+"${1:?usage: bench/run.sh preprocess|startup|throughput|translate|pairs}"
