@@ -49,7 +49,7 @@ class Dropout(nn.Module):
 
     Same semantics as `nn.Dropout` (keep probability quantised to 1/65536). On a CPU, drawing the
     random mask dominates dropout's cost and torch draws it on one core from MT19937; PCG64DXSM
-    gives four 16-bit draws per 64-bit output about 3x faster. Each call seeds it from torch's
+    gives four 16-bit draws per 64-bit output about twice as fast. Each call seeds it from torch's
     generator, so `torch.manual_seed` and the RNG state saved in checkpoints still decide every
     mask. On CUDA this is `F.dropout`.
     """
