@@ -13,9 +13,11 @@ from pathlib import Path
 
 from nmt.config import Config, DataConfig, ModelConfig, TrainConfig
 
+# Showcase sentences: only words of the demo grammar (tests/test_demo.py checks every word
+# against nmt.demo_corpus), so a trained model has seen each one.
 DEMO_SENTENCES = [
     "The old man sees the small dog, because the woman has bought a red car.",
-    "A young woman says that the teacher reads the new book.",
+    "A young woman says that the teacher has found the new book.",
     "Today the children hold the big boxes.",
 ]
 
