@@ -60,17 +60,16 @@ class TrainBatches:
         return collate(rows["src_ids"], rows["tgt_ids"], device)
 
 
+def pad(seqs, device) -> torch.Tensor:
+    """(B, longest) int64 tensor of id sequences, padded with PAD_ID."""
+    out = np.full((len(seqs), max(len(s) for s in seqs)), PAD_ID, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return torch.from_numpy(out).to(device)
+
+
 def collate(src_ids: list[list[int]], tgt_ids: list[list[int]], device):
-    B = len(src_ids)
-    S = max(len(s) for s in src_ids)
-    T = max(len(t) for t in tgt_ids) + 1
-    src = np.full((B, S), PAD_ID, dtype=np.int64)
-    tgt_in = np.full((B, T), PAD_ID, dtype=np.int64)
-    tgt_out = np.full((B, T), PAD_ID, dtype=np.int64)
-    for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
-        src[i, : len(s)] = s
-        tgt_in[i, 0] = BOS_ID
-        tgt_in[i, 1 : len(t) + 1] = t
-        tgt_out[i, : len(t)] = t
-        tgt_out[i, len(t)] = EOS_ID
-    return tuple(torch.from_numpy(a).to(device) for a in (src, tgt_in, tgt_out))
+    """src (B, S), tgt_in = BOS + y (B, T), tgt_out = y + EOS (B, T), padded with PAD."""
+    tgt_in = pad([[BOS_ID, *t] for t in tgt_ids], device)
+    tgt_out = pad([[*t, EOS_ID] for t in tgt_ids], device)
+    return pad(src_ids, device), tgt_in, tgt_out

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from nmt.errors import NMTError
+from nmt.files import atomic_write, temp_name
 
 FORMAT = "nmt-checkpoint"
 VERSION = 1
@@ -29,16 +30,8 @@ def tensor_to_bytes(t: torch.Tensor) -> bytes:
 
 def save(state: dict, path: Path) -> None:
     """Write `state` atomically: a crash leaves either the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(Path(path), "wb") as f:  # a file object: a failed write keeps its errno
+        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -70,7 +63,7 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
 
 def link(src: Path, dst: Path) -> None:
     """Make `dst` name the same file as `src` (hard link, atomically replacing `dst`)."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp = temp_name(dst)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -86,13 +79,19 @@ def latest(run_dir: Path) -> Path | None:
     run_dir = Path(run_dir)
     if (run_dir / "last.pt").is_file():
         return run_dir / "last.pt"
-    steps = sorted(run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    steps = step_checkpoints(run_dir)
     return steps[-1] if steps else None
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The run dir's `step-N.pt` files, oldest first (by N, not by name)."""
+    steps = [p for p in Path(run_dir).glob("step-*.pt") if p.stem[5:].isdigit()]
+    return sorted(steps, key=lambda p: int(p.stem[5:]))
 
 
 def prune(run_dir: Path, keep: int) -> None:
     """Keep the `keep` most recent step checkpoints."""
-    steps = sorted(Path(run_dir).glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    steps = step_checkpoints(run_dir)
     for p in steps[: max(0, len(steps) - keep)]:
         p.unlink(missing_ok=True)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from nmt.errors import NMTError
+from nmt.config import BATCH_TOKENS, BEAM, LENGTH_PENALTY
+from nmt.errors import Interrupted, NMTError
 
 app = typer.Typer(
     name="nmt",
@@ -138,7 +139,11 @@ def train(
     cfg = load_config(config, overrides)
     from nmt.training import train as run_training
 
-    summary = run_training(cfg, run_dir, resume=resume, quiet=quiet or not sys.stderr.isatty())
+    try:
+        summary = run_training(cfg, run_dir, resume=resume, quiet=quiet or not sys.stderr.isatty())
+    except Interrupted as e:  # Ctrl-C or SIGTERM: last.pt is saved
+        _say(f"nmt: {e}")
+        raise typer.Exit(e.exit_status) from None
     if int(os.environ.get("RANK", 0)) == 0:
         best = summary["best"]
         best_s = f"{best:.2f}" if best is not None else "n/a"
@@ -155,9 +160,11 @@ def translate(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: stdout)."
     ),
-    beam: int = typer.Option(5, "--beam", "-b", help="Beam size (1: greedy)."),
-    batch_tokens: int = typer.Option(4000, help="Source tokens per batch."),
-    alpha: float = typer.Option(0.6, "--length-penalty", help="GNMT length penalty alpha."),
+    beam: int = typer.Option(BEAM, "--beam", "-b", help="Beam size (1: greedy)."),
+    batch_tokens: int = typer.Option(BATCH_TOKENS, help="Source tokens per batch."),
+    alpha: float = typer.Option(
+        LENGTH_PENALTY, "--length-penalty", help="GNMT length penalty alpha."
+    ),
     n_best: int = typer.Option(1, help="Hypotheses per line (tab-separated with scores)."),
     max_len_a: float = typer.Option(1.5, help="Max output length = a * source length + b."),
     max_len_b: int = typer.Option(10, help="Max output length = a * source length + b."),
@@ -220,9 +227,11 @@ def evaluate(
     ),
     hypothesis: Path | None = typer.Option(None, help="Score this existing hypothesis file."),
     tgt_lang: str | None = typer.Option(None, help="Target language (picks the BLEU tokenizer)."),
-    beam: int = typer.Option(5, "--beam", "-b", help="Beam size."),
-    alpha: float = typer.Option(0.6, "--length-penalty", help="GNMT length penalty alpha."),
-    batch_tokens: int = typer.Option(4000, help="Source tokens per batch."),
+    beam: int = typer.Option(BEAM, "--beam", "-b", help="Beam size."),
+    alpha: float = typer.Option(
+        LENGTH_PENALTY, "--length-penalty", help="GNMT length penalty alpha."
+    ),
+    batch_tokens: int = typer.Option(BATCH_TOKENS, help="Source tokens per batch."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the translations here."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the scores as JSON here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -267,8 +276,7 @@ def average(
 
     paths = list(checkpoints or [])
     if run_dir is not None:
-        steps = sorted(run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        paths += steps[-last:]
+        paths += checkpoint.step_checkpoints(run_dir)[-last:]
     checkpoint.average(paths, output)
     _say(f"averaged {len(paths)} checkpoints into {output}")
 

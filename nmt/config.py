@@ -6,6 +6,7 @@ Unknown keys, wrong types and impossible combinations fail loudly with the valid
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,8 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from nmt.errors import NMTError
+from nmt.files import write_text
 
-BACKEND_NAMES = ("rnn", "rnn_attention", "transformer")
+# Decoding defaults, shared by the CLI, the Python API and validation during training
+BEAM = 5
+LENGTH_PENALTY = 0.6  # GNMT length penalty alpha
+BATCH_TOKENS = 4000  # source tokens per decoding batch
+
+
+def _names(module: str, table: str) -> tuple[str, ...]:
+    """The names a dispatch table accepts. Read when a config is checked, so that the names are
+    written once, where they are dispatched, and `import nmt.config` stays light."""
+    import importlib
+
+    return tuple(getattr(importlib.import_module(module), table))
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -52,21 +65,19 @@ class ModelConfig:
     attention_dropout: float = 0.1
 
     def __post_init__(self):
-        _choice("model.backend", self.backend, BACKEND_NAMES)
-        _choice("model.cell", self.cell, ("lstm", "gru"))
-        _choice("model.attention", self.attention, ("bahdanau", "luong_dot", "luong_general"))
+        backends = _names("nmt.models", "BACKENDS")
+        _choice("model.backend", self.backend, backends)
+        _choice("model.cell", self.cell, _names("nmt.models.rnn", "CELLS"))
+        _choice("model.attention", self.attention, _names("nmt.models.rnn_scores", "SCORES"))
         _choice("model.norm", self.norm, ("pre", "post"))
-        _choice("model.positions", self.positions, ("sinusoidal", "learned"))
+        _choice("model.positions", self.positions, _names("nmt.models.transformer", "POSITIONS"))
         for name in ("d_model", "encoder_layers", "decoder_layers", "max_len", "n_heads", "d_ff"):
             _positive(f"model.{name}", getattr(self, name))
         if not 0 <= self.dropout < 1 or not 0 <= self.attention_dropout < 1:
             raise NMTError("model.dropout and model.attention_dropout must be in [0, 1)")
-        if self.backend == "transformer" and self.d_model % self.n_heads:
-            raise NMTError(
-                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
-            )
-        if self.backend == "rnn_attention" and self.d_model % 2:
-            raise NMTError("model.d_model must be even for rnn_attention (two encoder directions)")
+        from nmt.models import BACKENDS
+
+        BACKENDS[self.backend].check_config(self)  # what only this backend needs
 
 
 @dataclass(frozen=True)
@@ -99,17 +110,22 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0: all cores
 
     def __post_init__(self):
-        _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
-        _choice("train.schedule", self.schedule, ("inverse_sqrt", "noam", "constant"))
+        _choice("train.optimizer", self.optimizer, _names("nmt.training", "OPTIMIZERS"))
+        _choice("train.schedule", self.schedule, _names("nmt.training", "SCHEDULES"))
         _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
-        _choice("train.best_metric", self.best_metric, ("bleu", "loss", "ppl"))
+        _choice("train.best_metric", self.best_metric, _names("nmt.training", "METRICS"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
-        for name in ("max_tokens", "accum", "lr", "valid_every", "valid_beam", "log_every"):
+        positive = ("max_tokens", "accum", "lr", "valid_every", "valid_beam", "log_every")
+        for name in positive + ("keep_last",):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_epochs", "max_time", "warmup", "clip_norm", "patience"):
             _positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        for name in ("weight_decay", "valid_max_sentences", "threads"):
+            _positive(f"train.{name}", getattr(self, name), allow_zero=True)
         if not 0 <= self.label_smoothing < 1:
             raise NMTError("train.label_smoothing must be in [0, 1)")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise NMTError(f"train.betas must be in [0, 1), got {list(self.betas)}")
         if self.best_metric == "bleu" and not self.valid_bleu:
             raise NMTError("train.best_metric=bleu needs train.valid_bleu=true (or pick loss/ppl)")
 
@@ -168,13 +184,18 @@ def _coerce(tp, value: Any, path: str):
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise NMTError(f"{path} must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -237,4 +258,4 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> Config
 def dump_config(cfg: Config, path: Path) -> None:
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

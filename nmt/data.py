@@ -9,7 +9,6 @@ A data dir holds everything `nmt train` needs:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nmt.errors import NMTError
+from nmt.files import read_lines, remove_stale_temps, reporting_full_disk, temp_name
 
 SPLITS = ("train", "valid", "test")
 META = "meta.json"
@@ -65,35 +65,17 @@ def find_plain(prefix: str, lang: str) -> Path:
     raise NMTError(f"missing file: {prefix}.{lang} (also tried {prefix}.{lang}.gz)")
 
 
-def _open_bytes(path: Path):
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
-
-
 def check_text_file(path: Path) -> int:
     """Count lines of a UTF-8 text file; invalid UTF-8 is an error naming file and line."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise NMTError(f"missing file: {path}")
-    n = 0
-    try:
-        with _open_bytes(path) as f:
-            for n, raw in enumerate(f, start=1):  # noqa: B007
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise NMTError(
-                        f"{path}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})"
-                    ) from None
-    except (OSError, EOFError) as e:
-        raise NMTError(f"cannot read {path}: {e}") from None
-    return n
+    return sum(1 for _ in read_lines([Path(path)]))
 
 
 def _read_pairs(src_path: str, tgt_path: str):
     """Yield aligned pairs; Windows line endings and a missing final newline are fine."""
-    with _open_bytes(Path(src_path)) as fs, _open_bytes(Path(tgt_path)) as ft:
-        for s, t in zip(fs, ft):
-            yield {"src": s.decode("utf-8").rstrip("\r\n"), "tgt": t.decode("utf-8").rstrip("\r\n")}
+    for s, t in zip(read_lines([Path(src_path)]), read_lines([Path(tgt_path)])):
+        yield {"src": s.rstrip("\r\n"), "tgt": t.rstrip("\r\n")}
 
 
 def _file_stamp(path: str) -> list:
@@ -340,12 +322,15 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
         raise NMTError("no training data given")
 
     t0 = time.time()
-    work = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    for p in remove_stale_temps(out_dir.parent, out_dir.name):
+        log(f"removed {p}, left by a process that no longer runs")
+    work = temp_name(out_dir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        meta = _build(opts, work, fp, log)
-        _replace_dir(work, out_dir)
+        with reporting_full_disk(out_dir):
+            meta = _build(opts, work, fp, log)
+            _replace_dir(work, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out_dir} in {time.time() - t0:.1f}s")

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from nmt.config import BATCH_TOKENS, BEAM, LENGTH_PENALTY
 from nmt.errors import NMTError
+from nmt.files import read_text_lines, write_text
 
 TOKENIZERS = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}
 
 
 def bleu_tokenizer(tgt_lang: str | None) -> str:
-    """sacreBLEU's tokenizer for the target language (13a unless it needs word segmentation)."""
+    """sacreBLEU's tokenizer for the target language (13a unless it needs word segmentation).
+
+    ja/ko need MeCab, an optional extra of sacrebleu; without it BLEU falls back to characters,
+    which the signature shows (tok:char) and a line on stderr explains."""
     name = TOKENIZERS.get((tgt_lang or "").split("_")[0].lower(), "13a")
     if name.endswith("mecab"):
+        from sacrebleu.metrics import BLEU
+
         try:
-            from sacrebleu.tokenizers.tokenizer_ja_mecab import TokenizerJaMecab  # noqa: F401
-        except ImportError:
-            return "char"  # MeCab is an optional extra of sacrebleu
+            BLEU(tokenize=name)  # sacrebleu looks for MeCab only when the tokenizer is built
+        except (ImportError, RuntimeError):
+            print(
+                f"nmt: BLEU for {tgt_lang} uses character tokenization (tok:char), not {name}: "
+                f"MeCab is not installed (pip install 'sacrebleu[{name[:2]}]')",
+                file=sys.stderr,
+            )
+            return "char"
     return name
 
 
@@ -40,20 +53,6 @@ def score(hyps: list[str], refs: list[str], tgt_lang: str | None = None) -> dict
     return out
 
 
-def _read(path: Path) -> list[str]:
-    if not Path(path).is_file():
-        raise NMTError(f"file not found: {path}")
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
-        raise NMTError(f"{path}:{line}: invalid UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [x.rstrip("\r") for x in lines]
-
-
 def evaluate(
     checkpoint: Path | None = None,
     data_dir: Path | None = None,
@@ -62,9 +61,9 @@ def evaluate(
     reference: Path | None = None,
     hypothesis: Path | None = None,
     tgt_lang: str | None = None,
-    beam: int = 5,
-    alpha: float = 0.6,
-    batch_tokens: int = 4000,
+    beam: int = BEAM,
+    alpha: float = LENGTH_PENALTY,
+    batch_tokens: int = BATCH_TOKENS,
     output: Path | None = None,
     json_out: Path | None = None,
     device: str = "cpu",
@@ -77,7 +76,7 @@ def evaluate(
     if hypothesis is not None:
         if reference is None:
             raise NMTError("--hypothesis needs --reference")
-        hyps, refs = _read(hypothesis), _read(reference)
+        hyps, refs = read_text_lines(hypothesis), read_text_lines(reference)
     else:
         if checkpoint is None:
             raise NMTError("give --checkpoint (to translate) or --hypothesis (to score a file)")
@@ -88,7 +87,7 @@ def evaluate(
         if source is not None:
             if reference is None:
                 raise NMTError("--source needs --reference")
-            srcs, refs = _read(source), _read(reference)
+            srcs, refs = read_text_lines(source), read_text_lines(reference)
         else:
             if split not in ("valid", "test"):
                 raise NMTError(f"--split must be valid or test, not {split!r}")
@@ -98,8 +97,8 @@ def evaluate(
                     f"no {split} split in data dir {data_dir}: give --data or --source/--reference"
                 )
             srcs, refs = (
-                _read(Path(data_dir) / f"{split}.src"),
-                _read(Path(data_dir) / f"{split}.tgt"),
+                read_text_lines(Path(data_dir) / f"{split}.src"),
+                read_text_lines(Path(data_dir) / f"{split}.tgt"),
             )
             from nmt.data import read_meta
 
@@ -116,10 +115,10 @@ def evaluate(
             beam=beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)
         )
         if output is not None:
-            Path(output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+            write_text(Path(output), "".join(h + "\n" for h in hyps))
     result.update(score(hyps, refs, tgt_lang))
     if json_out is not None:
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+        write_text(Path(json_out), json.dumps(result, indent=2) + "\n")
     return result
 
 

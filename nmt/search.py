@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from nmt.config import BEAM, LENGTH_PENALTY
 from nmt.errors import NMTError
 from nmt.models.base import select_batch, src_mask_of
 from nmt.tokenizer import BOS_ID, EOS_ID
@@ -21,8 +22,8 @@ NEG_INF = float("-inf")
 
 @dataclass(frozen=True)
 class SearchOptions:
-    beam: int = 5
-    alpha: float = 0.6  # GNMT length penalty ((5 + len) / 6) ** alpha; 0: none
+    beam: int = BEAM
+    alpha: float = LENGTH_PENALTY  # GNMT length penalty ((5 + len) / 6) ** alpha; 0: none
     n_best: int = 1
     max_len_a: float = 1.5  # max output length = a * src_len + b (capped by the model's limit)
     max_len_b: int = 10

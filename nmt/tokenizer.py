@@ -6,7 +6,7 @@ Special token ids are defined here once; every other module reads them from here
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
@@ -108,19 +108,8 @@ class Tokenizer:
         """Target ids without BOS/EOS (the batcher adds them)."""
         return self.tgt.encode(sentences)
 
-    def src_pieces(self, sentence: str) -> list[str]:
-        return self.src.encode(sentence, out_type=str) + ["</s>"]
-
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [self.tgt.id_to_piece(i) for i in ids]
 
     def decode_tgt(self, ids: list[int]) -> str:
         return self.tgt.decode([i for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
-
-
-def iter_lines(paths: Iterable[Path]) -> Iterator[str]:
-    """Every line of several text files, newline stripped."""
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                yield line.rstrip("\n")

@@ -2,7 +2,8 @@
 
 Token-bucketed batches, label-smoothed cross-entropy, Adam(W) with warmup schedules, clipping,
 accumulation, mixed precision on GPU, validation (loss, perplexity, greedy sacreBLEU), best/last
-checkpoints with atomic writes, resume, Ctrl-C, and DDP under `torchrun`.
+checkpoints with atomic writes, resume, Ctrl-C / SIGTERM, a lock on the run dir, and DDP under
+`torchrun`. A run's state lives in one `Trainer`; `train()` is the entry point.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmt import checkpoint
-from nmt.batching import TrainBatches, collate
-from nmt.config import Config, dump_config, from_dict, to_dict
+from nmt import checkpoint, files
+from nmt.batching import TrainBatches, bucket_batches, collate
+from nmt.config import BATCH_TOKENS, LENGTH_PENALTY, Config, dump_config, from_dict, to_dict
 from nmt.data import load_encoded, load_tokenizer, read_meta
-from nmt.errors import NMTError
+from nmt.errors import Interrupted, NMTError
 from nmt.models import build_model
 from nmt.search import SearchOptions
 from nmt.tokenizer import PAD_ID
 from nmt.translate import decode_corpus
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # src (B, S), tgt_in, tgt_out (B, T)
 
 
 @dataclass
@@ -40,9 +44,12 @@ class Progress:
     epoch: int = 0
     batch: int = 0  # batches of `epoch` already consumed
     best: float | None = None
+    best_step: int = 0  # the step whose weights best.pt holds
     bad_validations: int = 0
     train_seconds: float = 0.0
     history: list = field(default_factory=list)  # validation results
+    since_valid_loss: float = 0.0  # summed training loss since the last validation
+    since_valid_tokens: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,34 +77,50 @@ def _any_rank(flag: bool, world: int) -> bool:
     return bool(t.item() > 0)
 
 
+def _check_in_sync(model, world: int) -> float:
+    """All ranks must hold the same weights after training; returns the shared checksum."""
+    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().cpu()
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    torch.distributed.all_gather(gathered, local)
+    if any(abs(g.item() - local.item()) > 1e-6 * max(1.0, abs(local.item())) for g in gathered):
+        raise NMTError(f"DDP ranks diverged: parameter checksums {[g.item() for g in gathered]}")
+    return local.item()
+
+
 # ---------------------------------------------------------------------------------------------
-# Optimisation
+# Optimisation: the dispatch tables below are the config's lists of valid names
+
+
+def _inverse_sqrt(step: int, warmup: int, d_model: int) -> float:
+    return min(step / warmup, math.sqrt(warmup / step))
+
+
+def _noam(step: int, warmup: int, d_model: int) -> float:
+    return d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def _constant(step: int, warmup: int, d_model: int) -> float:
+    return min(1.0, step / warmup)
+
+
+SCHEDULES = {"inverse_sqrt": _inverse_sqrt, "noam": _noam, "constant": _constant}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+METRICS = {"bleu": True, "loss": False, "ppl": False, "train_loss": False}  # higher is better?
 
 
 def lr_lambda(cfg, d_model: int):
     """Multiplier of the base lr at each step (inverse-sqrt and noam warm up linearly)."""
-    w = max(1, cfg.warmup)
-
-    def inverse_sqrt(step: int) -> float:
-        step = max(step, 1)
-        return min(step / w, math.sqrt(w / step))
-
-    def noam(step: int) -> float:
-        step = max(step, 1)
-        return d_model**-0.5 * min(step**-0.5, step * w**-1.5)
-
-    def constant(step: int) -> float:
-        return min(1.0, max(step, 1) / w) if cfg.warmup else 1.0
-
-    return {"inverse_sqrt": inverse_sqrt, "noam": noam, "constant": constant}[cfg.schedule]
+    schedule, warmup = SCHEDULES[cfg.schedule], max(1, cfg.warmup)
+    return lambda step: schedule(max(step, 1), warmup, d_model)
 
 
 def make_optimizer(model, cfg):
-    Opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     params = list(model.parameters())
     # fused multi-tensor kernels instead of a dozen small ops per parameter (CPU and CUDA)
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return Opt(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
+    return OPTIMIZERS[cfg.optimizer](
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
+    )
 
 
 def _restore_fused(optimizer, device) -> None:
@@ -111,12 +134,34 @@ def _restore_fused(optimizer, device) -> None:
                 st["step"] = st["step"].to(device, torch.float32)
 
 
+def _autocast(precision: str, device: torch.device):
+    """A context factory: mixed precision on CUDA, nothing elsewhere."""
+    if precision == "fp32" or device.type != "cuda":
+        return nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast("cuda", dtype=dtype)
+
+
+def _grad_scaler(precision: str, device: torch.device):
+    return torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
+
+
+def _wrap_for_training(model, cfg, device: torch.device, world: int):
+    """The module the loop calls: compiled and/or wrapped in DDP as configured."""
+    if cfg.compile:
+        model = torch.compile(model)
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
-# Checkpoint state
+# RNG state (torch and Python's `random`; numpy draws are seeded from torch)
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "numpy": None}
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -129,58 +174,66 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _checkpoint_state(cfg, model, tokenizer, meta, optimizer, scheduler, progress) -> dict:
-    tgt = None if tokenizer.joint else checkpoint.bytes_to_tensor(tokenizer.tgt_proto)
-    return {
-        "config": to_dict(cfg),
-        "model": model.state_dict(),
-        "tokenizer": {"src": checkpoint.bytes_to_tensor(tokenizer.src_proto), "tgt": tgt},
-        "data": {k: meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": _rng_state(),
-        "progress": {k: v for k, v in progress.__dict__.items()},
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation
 
 
+@dataclass
+class ValidData:
+    batches: list[Batch]  # teacher-forced loss
+    src: list[list[int]]  # source ids for BLEU
+    refs: list[str]  # raw references, aligned with `src`
+
+
+def validation_data(cfg: Config, device) -> ValidData | None:
+    """The valid split (None when the data dir has none), within the model's length limit."""
+    try:
+        ds = load_encoded(cfg.data.dir, "valid")
+    except NMTError:
+        return None
+    rows, max_len = ds[:], cfg.model.max_len
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(rows["src_len"], rows["tgt_len"]))
+        if 1 < s <= max_len and t <= max_len
+    ]
+    lens = np.asarray(rows["src_len"])[keep], np.asarray(rows["tgt_len"])[keep]
+    batches = [
+        collate(
+            [rows["src_ids"][keep[j]] for j in b], [rows["tgt_ids"][keep[j]] for j in b], device
+        )
+        for b in bucket_batches(*lens, cfg.train.max_tokens)
+    ]
+    refs = files.read_text_lines(Path(cfg.data.dir) / "valid.tgt")[: len(rows["src_len"])]
+    src = [rows["src_ids"][i][:max_len] for i in keep]
+    return ValidData(batches, src, [refs[i] for i in keep])
+
+
 @torch.no_grad()
-def validate(
-    model, cfg: Config, valid_batches, valid_src, valid_refs, tokenizer, device, limit: int
-):
+def validate(model, cfg: Config, valid: ValidData, tokenizer, device) -> dict:
     """Validation loss/perplexity (no smoothing) and greedy sacreBLEU."""
     import sacrebleu
 
     model.eval()
     total, n_tok = 0.0, 0
-    for src, tgt_in, tgt_out in valid_batches:
+    for src, tgt_in, tgt_out in valid.batches:
         total += model(src, tgt_in, tgt_out).item()  # summed cross-entropy, no smoothing
         n_tok += int((tgt_out != PAD_ID).sum())
     result = {"loss": total / max(n_tok, 1)}
     result["ppl"] = math.exp(min(result["loss"], 50))
-    if cfg.train.valid_bleu and valid_src:
-        n = limit or len(valid_src)
-        opts = SearchOptions(
-            beam=cfg.train.valid_beam, alpha=0.6 if cfg.train.valid_beam > 1 else 0.0
-        )
-        hyps = decode_corpus(model, valid_src[:n], opts, cfg.model.max_len, 4000, device)
+    if cfg.train.valid_bleu and valid.src:
+        n = cfg.train.valid_max_sentences or len(valid.src)
+        beam = cfg.train.valid_beam
+        opts = SearchOptions(beam=beam, alpha=LENGTH_PENALTY if beam > 1 else 0.0)
+        hyps = decode_corpus(model, valid.src[:n], opts, cfg.model.max_len, BATCH_TOKENS, device)
         texts = [tokenizer.decode_tgt(h[0].tokens) for h in hyps]
-        result["bleu"] = sacrebleu.corpus_bleu(texts, [valid_refs[:n]]).score
+        result["bleu"] = sacrebleu.corpus_bleu(texts, [valid.refs[:n]]).score
     model.train()
     return result
 
 
-def _is_better(metric: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value > best if metric == "bleu" else value < best
-
-
 # ---------------------------------------------------------------------------------------------
-# The loop
+# Logging, signals, budgets
 
 
 class Logger:
@@ -207,8 +260,9 @@ class Logger:
         if not self.enabled:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.file.write(f"{stamp} {msg}\n")
-        self.file.flush()
+        with files.reporting_full_disk(self.file.name):
+            self.file.write(f"{stamp} {msg}\n")
+            self.file.flush()
         if self.bar is not None:
             self.bar.write(msg, file=None)
         else:
@@ -233,262 +287,42 @@ class Logger:
             self.file.close()
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NMTError("train.device=cuda but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and _dist_info()[1] > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
+@dataclass
+class _Window:
+    """Training loss and speed since the last log line."""
 
-
-def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
-    """Train a model as configured; returns a summary (steps, best score, paths, losses)."""
-    run_dir = Path(run_dir)
-    device = _pick_device(cfg.train.device)
-    rank, world = _init_distributed(device)
-    main = rank == 0
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-
-    state = None
-    if resume:
-        last = checkpoint.latest(run_dir)
-        if last is None:
-            raise NMTError(f"--resume: no checkpoint in {run_dir}")
-        state = checkpoint.load(last)
-        saved = from_dict(Config, state["config"])
-        if to_dict(saved.model) != to_dict(cfg.model):
-            raise NMTError(f"--resume: the model config differs from the one in {last}")
-    elif main and (run_dir / "last.pt").exists():
-        raise NMTError(
-            f"run dir {run_dir} already has a checkpoint: use --resume or another run dir"
-        )
-
-    meta = read_meta(cfg.data.dir)
-    tokenizer = load_tokenizer(cfg.data.dir)
-    train_ds = load_encoded(cfg.data.dir, "train")
-    batches = TrainBatches(train_ds, cfg.train.max_tokens, cfg.train.seed, rank, world)
-
-    torch.manual_seed(cfg.train.seed)
-    random.seed(cfg.train.seed)
-    model = build_model(
-        cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, tokenizer.joint
-    )
-    model.to(device)
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.train, cfg.model.d_model)
-    )
-    progress = Progress()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        _restore_fused(optimizer, device)
-        scheduler.load_state_dict(state["scheduler"])
-        progress = Progress(**state["progress"])
-        _set_rng_state(state["rng"])
-
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
-    train_model = model
-    if cfg.train.compile:
-        train_model = torch.compile(model)
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
-
-    valid = _validation_data(cfg, device) if main else None
-    total = cfg.train.max_steps or None
-    log = Logger(run_dir, main, total, quiet)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.line(
-        f"{cfg.model.backend}: {n_params / 1e6:.2f}M parameters, {len(train_ds)} training pairs, "
-        f"device {device}, world size {world}"
-        + (f", resuming at step {progress.step}" if state else "")
-    )
-
-    amp = _autocast(cfg.train.precision, device)
-    scaler = (
-        torch.amp.GradScaler("cuda")
-        if cfg.train.precision == "fp16" and device.type == "cuda"
-        else None
-    )
-    losses: list[tuple[int, float]] = []
-    window_loss, window_tok, window_t0 = 0.0, 0, time.time()
-    run_t0 = time.time() - progress.train_seconds
-    stop_reason = _budget_reason(cfg, progress)  # a resumed run may already be done
-
-    def save(tag: str, inference_only: bool = False) -> Path:
-        st = _checkpoint_state(cfg, model, tokenizer, meta, optimizer, scheduler, progress)
-        if inference_only:  # best.pt: what translate/evaluate need, a third of the size
-            st = {k: v for k, v in st.items() if k not in ("optimizer", "scheduler", "rng")}
-        path = run_dir / tag
-        checkpoint.save(st, path)
-        return path
-
-    model.train()
-    interrupt = _Interrupt()
-    with interrupt:
-        while stop_reason is None:
-            if cfg.train.max_epochs and progress.epoch >= cfg.train.max_epochs:
-                stop_reason = f"reached max_epochs={cfg.train.max_epochs}"
-                break
-            epoch_batches = batches.epoch(progress.epoch)
-            while progress.batch + cfg.train.accum <= len(epoch_batches):
-                group = epoch_batches[progress.batch : progress.batch + cfg.train.accum]
-                loss_sum, n_tok = _train_step(
-                    train_model,
-                    batches,
-                    group,
-                    optimizer,
-                    scheduler,
-                    cfg,
-                    device,
-                    amp,
-                    scaler,
-                    world,
-                )
-                progress.batch += len(group)
-                progress.step += 1
-                losses.append((progress.step, loss_sum / max(n_tok, 1)))
-                window_loss += loss_sum
-                window_tok += n_tok
-                if progress.step % cfg.train.log_every == 0 or progress.step == 1:
-                    dt = time.time() - window_t0
-                    row = {
-                        "loss": window_loss / max(window_tok, 1),
-                        "lr": scheduler.get_last_lr()[0],
-                        "tgt_tok_s": window_tok * world / max(dt, 1e-9),
-                    }
-                    log.line(
-                        f"step {progress.step} epoch {progress.epoch + 1} loss {row['loss']:.3f} "
-                        f"lr {row['lr']:.2e} {row['tgt_tok_s']:.0f} tgt tok/s"
-                    )
-                    log.scalars(progress.step, row, "train")
-                    log.tick(
-                        progress.step,
-                        {
-                            "loss": f"{row['loss']:.3f}",
-                            "lr": f"{row['lr']:.1e}",
-                            "tok/s": f"{row['tgt_tok_s']:.0f}",
-                        },
-                    )
-                    window_loss, window_tok, window_t0 = 0.0, 0, time.time()
-                progress.train_seconds = time.time() - run_t0
-                stop_reason = _budget_reason(cfg, progress)
-                if progress.step % cfg.train.valid_every == 0 or stop_reason:
-                    t_valid = time.time()
-                    patience_hit = _validate_and_save(
-                        cfg, model, valid, tokenizer, device, progress, log, save, main
-                    )
-                    run_t0 += time.time() - t_valid  # validation time is not training time
-                    window_t0 += time.time() - t_valid
-                    if patience_hit and not stop_reason:
-                        stop_reason = f"no improvement in {cfg.train.patience} validations"
-                if interrupt.requested and not stop_reason:
-                    stop_reason = "interrupted"
-                if _any_rank(stop_reason is not None, world):
-                    stop_reason = stop_reason or "stopped on another rank"
-                    break
-            else:
-                progress.epoch += 1
-                progress.batch = 0
-    if interrupt.requested:  # Ctrl-C: save where we are, then report the interruption
-        if main:
-            save("last.pt")
-            log.line(f"interrupted at step {progress.step}: saved {run_dir / 'last.pt'}")
-        log.close()
-        raise KeyboardInterrupt
-    log.line(f"stopped at step {progress.step}: {stop_reason}")
-    if world > 1:
-        log.line(f"ranks in sync: parameter checksum {_check_in_sync(model, world):.6e}")
-    log.close()
-    summary = {
-        "steps": progress.step,
-        "epochs": progress.epoch,
-        "best": progress.best,
-        "best_metric": cfg.train.best_metric,
-        "train_seconds": progress.train_seconds,
-        "stop_reason": stop_reason,
-        "losses": losses,
-        "run_dir": str(run_dir),
-    }
-    if main:
-        (run_dir / "summary.json").write_text(
-            json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2)
-        )
-    return summary
-
-
-def _check_in_sync(model, world: int) -> float:
-    """All ranks must hold the same weights after training; returns the shared checksum."""
-    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().cpu()
-    gathered = [torch.zeros_like(local) for _ in range(world)]
-    torch.distributed.all_gather(gathered, local)
-    if any(abs(g.item() - local.item()) > 1e-6 * max(1.0, abs(local.item())) for g in gathered):
-        raise NMTError(f"DDP ranks diverged: parameter checksums {[g.item() for g in gathered]}")
-    return local.item()
+    loss: float = 0.0
+    tokens: int = 0
+    t0: float = field(default_factory=time.time)
 
 
 class _Interrupt:
-    """Ctrl-C asks the loop to stop after the current step (and save); a second one aborts."""
+    """Ctrl-C or SIGTERM asks the loop to stop after the current step (and save); a second
+    one aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested = False
-        self.previous = None
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.signum = signum
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32" or device.type != "cuda":
-        return nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast("cuda", dtype=dtype)
-
-
-def _train_step(model, batches, group, optimizer, scheduler, cfg, device, amp, scaler, world):
-    """One optimizer update over `accum` batches; returns (summed loss, target tokens)."""
-    loss_total, tok_total = 0.0, 0
-    for k, idx in enumerate(group):
-        src, tgt_in, tgt_out = batches.collate(idx, device)
-        n_tok = int((tgt_out != PAD_ID).sum())
-        sync = k == len(group) - 1 or world == 1
-        ctx = model.no_sync() if not sync and hasattr(model, "no_sync") else nullcontext()
-        with ctx, amp():
-            loss = model(src, tgt_in, tgt_out, cfg.train.label_smoothing)  # summed over tokens
-        # normalise by the tokens of the whole update (approximated per batch times accum)
-        scaled = loss / max(n_tok * len(group), 1)
-        (scaler.scale(scaled) if scaler else scaled).backward()
-        loss_total += loss.item()
-        tok_total += n_tok
-    if scaler:
-        scaler.unscale_(optimizer)
-    if cfg.train.clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    return loss_total, tok_total
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def _budget_reason(cfg: Config, progress: Progress) -> str | None:
@@ -499,56 +333,344 @@ def _budget_reason(cfg: Config, progress: Progress) -> str | None:
     return None
 
 
-def _validation_data(cfg: Config, device):
-    """Validation batches (teacher-forced) plus source ids and raw references for BLEU."""
-    try:
-        ds = load_encoded(cfg.data.dir, "valid")
-    except NMTError:
+def _pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NMTError("train.device=cuda but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and _dist_info()[1] > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
+    """Train a model as configured; returns a summary (steps, best score, paths, losses).
+
+    The run dir is locked for the whole run: a second `nmt train` into it is refused."""
+    run_dir = Path(run_dir)
+    lock = files.DirLock(run_dir, "run dir") if _dist_info()[0] == 0 else nullcontext()
+    with lock:
+        return Trainer(cfg, run_dir, resume, quiet).loop()
+
+
+class Trainer:
+    """One run's state (model, optimizer, scheduler, batches, progress, logger).
+
+    `loop` runs `step` over the batches of `batch_groups`, with `validate` and `save` when due."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = _pick_device(cfg.train.device)
+        self.rank, self.world = _init_distributed(self.device)
+        self.main = self.rank == 0
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        state = self._resume_state() if resume else self._check_fresh()
+        self.meta = read_meta(cfg.data.dir)
+        self.tokenizer = load_tokenizer(cfg.data.dir)
+        train_ds = load_encoded(cfg.data.dir, "train")
+        self.batches = TrainBatches(
+            train_ds, cfg.train.max_tokens, cfg.train.seed, self.rank, self.world
+        )
+        self.model, self.optimizer, self.scheduler = self._build()
+        self.progress = Progress()
+        if state is not None:
+            self._restore(state)
+        if self.main:
+            dump_config(cfg, self.run_dir / "config.yaml")
+        self.train_model = _wrap_for_training(self.model, cfg.train, self.device, self.world)
+        self.valid = validation_data(cfg, self.device) if self.main else None
+        self.metric = cfg.train.best_metric if self.valid is not None else "train_loss"
+        self.log = Logger(self.run_dir, self.main, cfg.train.max_steps or None, quiet)
+        self.autocast = _autocast(cfg.train.precision, self.device)
+        self.scaler = _grad_scaler(cfg.train.precision, self.device)
+        self.interrupt = _Interrupt()
+        self.losses: list[tuple[int, float]] = []
+        self.window = _Window()
+        self._announce(resumed=state is not None)
+
+    # --- setting up -----------------------------------------------------------------------
+
+    def _resume_state(self) -> dict:
+        last = checkpoint.latest(self.run_dir)
+        if last is None:
+            raise NMTError(f"--resume: no checkpoint in {self.run_dir}")
+        state = checkpoint.load(last)
+        if to_dict(from_dict(Config, state["config"]).model) != to_dict(self.cfg.model):
+            raise NMTError(f"--resume: the model config differs from the one in {last}")
+        return state
+
+    def _check_fresh(self) -> None:
+        if self.main and (self.run_dir / "last.pt").exists():
+            raise NMTError(
+                f"run dir {self.run_dir} already has a checkpoint: use --resume or another run dir"
+            )
+
+    def _build(self):
+        torch.manual_seed(self.cfg.train.seed)
+        random.seed(self.cfg.train.seed)
+        tok = self.tokenizer
+        model = build_model(self.cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.joint)
+        model.to(self.device)
+        optimizer = make_optimizer(model, self.cfg.train)
+        schedule = lr_lambda(self.cfg.train, self.cfg.model.d_model)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        _restore_fused(self.optimizer, self.device)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        _set_rng_state(state["rng"])
+
+    def _announce(self, resumed: bool) -> None:
+        """The first log lines: what is trained, and what was repaired or cleaned up."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.log.line(
+            f"{self.cfg.model.backend}: {n_params / 1e6:.2f}M parameters, "
+            f"{len(self.batches.ds)} training pairs, device {self.device}, world size {self.world}"
+            + (f", resuming at step {self.progress.step}" if resumed else "")
+        )
+        if not self.main:
+            return
+        for p in files.remove_stale_temps(self.run_dir):
+            self.log.line(f"removed {p.name}, left by a process that no longer runs")
+        if self.valid is None:
+            self.log.line(
+                f"no validation split in {self.cfg.data.dir}: best.pt is chosen by the training "
+                "loss since the previous validation (train_loss), and patience applies to it"
+            )
+        if resumed:
+            self._repair_best()
+
+    def _repair_best(self) -> None:
+        """A kill between writing last.pt and best.pt leaves best.pt one improvement behind:
+        the checkpoint resumed from then holds the best weights itself."""
+        p, best = self.progress, self.run_dir / "best.pt"
+        if p.best is None or p.best_step != p.step:
+            return
+        try:
+            if checkpoint.load(best)["progress"]["step"] == p.best_step:
+                return
+        except (NMTError, KeyError):
+            pass
+        self.save("best.pt", inference_only=True)
+        self.log.line(f"best.pt rewritten with the weights of step {p.step} (the recorded best)")
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def loop(self) -> dict:
+        """Train until a budget, patience or a signal stops the run; returns the summary."""
+        stop = _budget_reason(self.cfg, self.progress)  # a resumed run may already be done
+        self.run_t0 = time.time() - self.progress.train_seconds
+        self.model.train()
+        with self.interrupt:
+            while stop is None:
+                stop = self.epoch()
+        return self.finish(stop)
+
+    def epoch(self) -> str | None:
+        """The rest of the current epoch; a stop reason, or None when the epoch is done."""
+        if self.cfg.train.max_epochs and self.progress.epoch >= self.cfg.train.max_epochs:
+            return f"reached max_epochs={self.cfg.train.max_epochs}"
+        for group in self.batch_groups():
+            stop = self.after_step(*self.step(group), len(group))
+            if stop is not None:
+                return stop
+        self.progress.epoch += 1
+        self.progress.batch = 0
         return None
-    rows = ds[:]
-    keep = [i for i, n in enumerate(rows["src_len"]) if 1 < n <= cfg.model.max_len]
-    keep = [i for i in keep if rows["tgt_len"][i] <= cfg.model.max_len]
-    from nmt.batching import bucket_batches
 
-    lens = np.asarray(rows["src_len"])[keep], np.asarray(rows["tgt_len"])[keep]
-    batches = [
-        collate(
-            [rows["src_ids"][keep[j]] for j in b], [rows["tgt_ids"][keep[j]] for j in b], device
+    def batch_groups(self) -> Iterator[list[Batch]]:
+        """The updates left in this epoch, each `accum` collated batches on the device: the one
+        place training batches are fetched."""
+        accum = self.cfg.train.accum
+        order = self.batches.epoch(self.progress.epoch)
+        for start in range(self.progress.batch, len(order) - accum + 1, accum):
+            yield [self.batches.collate(idx, self.device) for idx in order[start : start + accum]]
+
+    def step(self, group: list[Batch]) -> tuple[float, int]:
+        """One optimizer update over `accum` batches; returns (summed loss, target tokens)."""
+        loss_total, tok_total = 0.0, 0
+        for k, (src, tgt_in, tgt_out) in enumerate(group):
+            n_tok = int((tgt_out != PAD_ID).sum())
+            sync = k == len(group) - 1 or self.world == 1
+            no_sync = getattr(self.train_model, "no_sync", None)
+            with no_sync() if not sync and no_sync else nullcontext(), self.autocast():
+                loss = self.train_model(src, tgt_in, tgt_out, self.cfg.train.label_smoothing)
+            # normalise by the tokens of the whole update (approximated per batch times accum)
+            scaled = loss / max(n_tok * len(group), 1)
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            loss_total += loss.item()
+            tok_total += n_tok
+        self._update()
+        return loss_total, tok_total
+
+    def _update(self) -> None:
+        """Clip, step the optimizer and the schedule, clear the gradients."""
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.train.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def after_step(self, loss_sum: float, n_tok: int, n_batches: int) -> str | None:
+        """Count the update, log it, validate and save when due; a stop reason or None."""
+        p, cfg = self.progress, self.cfg.train
+        p.batch += n_batches
+        p.step += 1
+        self.losses.append((p.step, loss_sum / max(n_tok, 1)))
+        self.window.loss += loss_sum
+        self.window.tokens += n_tok
+        p.since_valid_loss += loss_sum
+        p.since_valid_tokens += n_tok
+        if p.step % cfg.log_every == 0 or p.step == 1:
+            self.log_train()
+        p.train_seconds = time.time() - self.run_t0
+        stop = _budget_reason(self.cfg, p)
+        if p.step % cfg.valid_every == 0 or stop:
+            t0 = time.time()
+            patience = self.validate_and_save()
+            self.run_t0 += time.time() - t0  # validation time is not training time
+            self.window.t0 += time.time() - t0
+            stop = stop or patience
+        if self.interrupt.requested and not stop:
+            stop = "interrupted"
+        if _any_rank(stop is not None, self.world):
+            stop = stop or "stopped on another rank"
+        return stop
+
+    def log_train(self) -> None:
+        w, step = self.window, self.progress.step
+        row = {
+            "loss": w.loss / max(w.tokens, 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tgt_tok_s": w.tokens * self.world / max(time.time() - w.t0, 1e-9),
+        }
+        self.log.line(
+            f"step {step} epoch {self.progress.epoch + 1} loss {row['loss']:.3f} "
+            f"lr {row['lr']:.2e} {row['tgt_tok_s']:.0f} tgt tok/s"
         )
-        for b in bucket_batches(*lens, cfg.train.max_tokens)
-    ]
-    refs_path = Path(cfg.data.dir) / "valid.tgt"
-    refs = refs_path.read_text(encoding="utf-8").split("\n")[: len(rows["src_len"])]
-    src = [rows["src_ids"][i][: cfg.model.max_len] for i in keep]
-    return batches, src, [refs[i] for i in keep]
+        self.log.scalars(step, row, "train")
+        postfix = {"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.1e}"}
+        self.log.tick(step, postfix | {"tok/s": f"{row['tgt_tok_s']:.0f}"})
+        self.window = _Window()
 
+    # --- validation and checkpoints ---------------------------------------------------------
 
-def _validate_and_save(cfg, model, valid, tokenizer, device, progress, log, save, main) -> bool:
-    """Validate, keep best/last checkpoints; True when patience has run out."""
-    if not main:
+    def validate_and_save(self) -> str | None:
+        """Validate, keep best/last checkpoints; a stop reason when patience has run out."""
+        if not self.main:
+            return None
+        improved = self.track_best(self.validate())
+        self.save_checkpoints(improved)
+        patience = self.cfg.train.patience
+        if patience and self.progress.bad_validations >= patience:
+            return f"no improvement in {patience} validations"
+        return None
+
+    def validate(self) -> dict:
+        p = self.progress
+        result = {}
+        if self.metric == "train_loss" and p.since_valid_tokens:
+            result["train_loss"] = p.since_valid_loss / p.since_valid_tokens
+        p.since_valid_loss, p.since_valid_tokens = 0.0, 0
+        if self.valid is not None:
+            result = validate(self.model, self.cfg, self.valid, self.tokenizer, self.device)
+        if result:
+            self.log.scalars(p.step, result, "valid")
+            self.log.line(
+                f"validation at step {p.step}: "
+                + " ".join(
+                    f"{k} {v:.2f}" if k == "ppl" else f"{k} {v:.3f}" for k, v in result.items()
+                )
+            )
+            p.history.append({"step": p.step, **result})
+        return result
+
+    def track_best(self, result: dict) -> bool:
+        """Update the best score and the patience count; True when this validation is the best."""
+        p, value = self.progress, result.get(self.metric)
+        if value is None:
+            return False
+        if p.best is None or (value > p.best if METRICS[self.metric] else value < p.best):
+            p.best, p.best_step, p.bad_validations = value, p.step, 0
+            return True
+        p.bad_validations += 1
         return False
-    result = {}
-    if valid is not None:
-        batches, src, refs = valid
-        result = validate(
-            model, cfg, batches, src, refs, tokenizer, device, cfg.train.valid_max_sentences
-        )
-        log.scalars(progress.step, result, "valid")
-        log.line(
-            f"validation at step {progress.step}: "
-            + " ".join(f"{k} {v:.3f}" if k != "ppl" else f"{k} {v:.2f}" for k, v in result.items())
-        )
-        progress.history.append({"step": progress.step, **result})
-    metric = cfg.train.best_metric
-    improved = metric in result and _is_better(metric, result[metric], progress.best)
-    if improved:
-        progress.best = result[metric]
-        progress.bad_validations = 0
-    elif metric in result:
-        progress.bad_validations += 1
-    step_path = save(f"step-{progress.step}.pt")
-    checkpoint.link(step_path, step_path.with_name("last.pt"))
-    checkpoint.prune(step_path.parent, cfg.train.keep_last)
-    if improved or valid is None:
-        save("best.pt", inference_only=True)
-    return bool(cfg.train.patience and progress.bad_validations >= cfg.train.patience)
+
+    def save_checkpoints(self, improved: bool) -> None:
+        """step-N.pt, then last.pt, then best.pt: a kill at any point leaves a newest checkpoint
+        whose recorded best best.pt holds (or that `_repair_best` restores on resume)."""
+        step_path = self.save(f"step-{self.progress.step}.pt")
+        checkpoint.link(step_path, self.run_dir / "last.pt")
+        if improved:
+            self.save("best.pt", inference_only=True)
+        checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+
+    def save(self, name: str, inference_only: bool = False) -> Path:
+        """Write the run's state; best.pt is inference-only (what translate needs, a third of
+        the size)."""
+        tok = self.tokenizer
+        state = {
+            "config": to_dict(self.cfg),
+            "model": self.model.state_dict(),
+            "tokenizer": {
+                "src": checkpoint.bytes_to_tensor(tok.src_proto),
+                "tgt": None if tok.joint else checkpoint.bytes_to_tensor(tok.tgt_proto),
+            },
+            "data": {k: self.meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")},
+            "progress": dict(self.progress.__dict__),
+        }
+        if not inference_only:
+            state |= {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(),
+            }
+        checkpoint.save(state, self.run_dir / name)
+        return self.run_dir / name
+
+    def finish(self, stop: str) -> dict:
+        """Save and report after a signal, or log the stop and write summary.json."""
+        p, log = self.progress, self.log
+        if self.interrupt.requested:  # Ctrl-C / SIGTERM: save where we are, then say so
+            name = signal.Signals(self.interrupt.signum).name
+            what = "interrupted" if name == "SIGINT" else f"stopped by {name}"
+            message = f"{what} at step {p.step}: saved {self.run_dir / 'last.pt'}"
+            if self.main:
+                self.save("last.pt")
+                log.line(message)
+            log.close()
+            raise Interrupted(message, 128 + self.interrupt.signum)
+        log.line(f"stopped at step {p.step}: {stop}")
+        if self.world > 1:
+            log.line(
+                f"ranks in sync: parameter checksum {_check_in_sync(self.model, self.world):.6e}"
+            )
+        log.close()
+        summary = {
+            "steps": p.step,
+            "epochs": p.epoch,
+            "best": p.best,
+            "best_metric": self.metric,
+            "train_seconds": p.train_seconds,
+            "stop_reason": stop,
+            "losses": self.losses,
+            "run_dir": str(self.run_dir),
+        }
+        if self.main:
+            brief = {k: v for k, v in summary.items() if k != "losses"}
+            files.write_text(self.run_dir / "summary.json", json.dumps(brief, indent=2))
+        return summary

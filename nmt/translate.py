@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nmt import checkpoint
-from nmt.batching import bucket_batches
-from nmt.config import Config, from_dict
+from nmt.batching import bucket_batches, pad
+from nmt.config import BATCH_TOKENS, BEAM, Config, from_dict
 from nmt.errors import NMTError
+from nmt.files import atomic_write, disk_error, read_lines, remove_stale_temps
 from nmt.models import build_model
 from nmt.search import Hypothesis, SearchOptions, generate
-from nmt.tokenizer import PAD_ID, Tokenizer
+from nmt.tokenizer import Tokenizer
 
 
 @dataclass
@@ -41,14 +44,6 @@ class Translation:
             i = int(row[: max(1, n_src)].argmax())
             links.append(f"{i}-{j}")
         return " ".join(links)
-
-
-def pad(seqs: list[list[int]], device) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    t = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        t[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return t.to(device)
 
 
 def decode_corpus(
@@ -100,9 +95,10 @@ class Translator:
         return cls(model.to(dev), tokenizer, cfg, dev)
 
     def translate(
-        self, sentences: list[str], beam: int = 5, batch_tokens: int = 4000, **search
+        self, sentences: list[str], beam: int = BEAM, batch_tokens: int = BATCH_TOKENS, **search
     ) -> list[str]:
-        """Translate strings; the best hypothesis per sentence."""
+        """Translate strings; the best hypothesis per sentence (a warning for each input
+        truncated to the model's length limit)."""
         opts = SearchOptions(beam=beam, **search)
         return [t[0].text for t in self.translate_detailed(sentences, opts, batch_tokens)]
 
@@ -110,16 +106,17 @@ class Translator:
         self,
         sentences: list[str],
         opts: SearchOptions,
-        batch_tokens: int = 4000,
+        batch_tokens: int = BATCH_TOKENS,
         warn: Callable[[int, int], None] | None = None,
     ) -> list[list[Translation]]:
-        """n-best `Translation`s per sentence; `warn(i, n_tokens)` hears of truncated inputs."""
+        """n-best `Translation`s per sentence; `warn(i, n_tokens)` hears of truncated inputs
+        (by default a `warnings.warn`)."""
+        warn = warn or self._warn_truncated
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo])
         for k, seq in enumerate(ids):
             if len(seq) > self.max_len:
-                if warn:
-                    warn(todo[k], len(seq))
+                warn(todo[k], len(seq))
                 ids[k] = seq[: self.max_len - 1] + seq[-1:]  # keep </s>
         hyps = decode_corpus(self.model, ids, opts, self.max_len, batch_tokens, self.device)
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
@@ -139,22 +136,31 @@ class Translator:
             ]
         return out
 
+    def warning_for_truncation(self, i: int, n_tokens: int) -> str:
+        return (
+            f"line {i + 1}: {n_tokens} source tokens, truncated to the model's limit of "
+            f"{self.max_len}"
+        )
+
+    def _warn_truncated(self, i: int, n_tokens: int) -> None:
+        warnings.warn(self.warning_for_truncation(i, n_tokens), stacklevel=4)
+
     def translate_stream(
         self,
         lines: Iterable[str],
         opts: SearchOptions,
-        batch_tokens: int = 4000,
+        batch_tokens: int = BATCH_TOKENS,
         chunk: int = 5000,
         warn: Callable[[int, int], None] | None = None,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
         buf: list[str] = []
         offset = 0
+        warn = warn or self._warn_truncated
 
         def flush():
             def chunk_warn(i, n):
-                if warn:
-                    warn(offset + i, n)
+                warn(offset + i, n)
 
             return self.translate_detailed(buf, opts, batch_tokens, chunk_warn)
 
@@ -166,23 +172,6 @@ class Translator:
                 buf = []
         if buf:
             yield from flush()
-
-
-def read_lines(paths: list[Path]) -> Iterator[str]:
-    """Lines of the given files (or stdin when none), checked for UTF-8 with file and line named."""
-    sources = [(str(p), open(p, "rb")) for p in paths] if paths else [("<stdin>", sys.stdin.buffer)]
-    for name, f in sources:
-        try:
-            for n, raw in enumerate(f, start=1):
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise NMTError(
-                        f"{name}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})"
-                    ) from None
-        finally:
-            if f is not sys.stdin.buffer:
-                f.close()
 
 
 def plot_attention(t: Translation, path: Path) -> None:
@@ -211,7 +200,7 @@ def run_translation(
     inputs: list[Path],
     output: Path | None,
     search: dict,
-    batch_tokens: int = 4000,
+    batch_tokens: int = BATCH_TOKENS,
     alignment: bool = False,
     attention_plot: Path | None = None,
     device: str = "cpu",
@@ -231,26 +220,17 @@ def run_translation(
     torch.manual_seed(seed)
     opts = SearchOptions(**search, attention=alignment or attention_plot is not None)
     translator = Translator.load(ckpt, device, threads)
-    if opts.attention and translator.cfg.model.backend == "rnn":
+    if opts.attention and not translator.model.has_attention:
         raise NMTError(
-            "the rnn backend has no attention: --alignment/--attention-plot need rnn_attention or transformer"
+            f"the {translator.cfg.model.backend} backend has no attention: "
+            "--alignment/--attention-plot need a backend with attention"
         )
     if attention_plot is not None:
         Path(attention_plot).mkdir(parents=True, exist_ok=True)
 
     def warn(i: int, n: int) -> None:
-        log(
-            f"warning: line {i + 1}: {n} source tokens, truncated to the model's limit of {translator.max_len}"
-        )
+        log(f"warning: {translator.warning_for_truncation(i, n)}")
 
-    tmp = None
-    if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-        out = open(tmp, "w", encoding="utf-8")
-    else:
-        out = sys.stdout
     bar = None
     if progress:
         from tqdm import tqdm
@@ -258,25 +238,41 @@ def run_translation(
         bar = tqdm(unit="line", file=sys.stderr, dynamic_ncols=True, leave=False)
     n = 0
     try:
-        for n, nbest in enumerate(
-            translator.translate_stream(read_lines(inputs), opts, batch_tokens, warn=warn), 1
-        ):
-            out.write(_format(nbest, opts.n_best, alignment) + "\n")
-            if attention_plot is not None and nbest[0].attention is not None:
-                plot_attention(nbest[0], Path(attention_plot) / f"line-{n:06d}.png")
-            if bar is not None:
-                bar.update(1)
-        out.flush()
-        if tmp is not None:
-            out.close()
-            os.replace(tmp, output)
+        with _output(output) as out:
+            stream = translator.translate_stream(read_lines(inputs), opts, batch_tokens, warn=warn)
+            for n, nbest in enumerate(stream, 1):
+                out.write(_format(nbest, opts.n_best, alignment) + "\n")
+                if attention_plot is not None and nbest[0].attention is not None:
+                    plot_attention(nbest[0], Path(attention_plot) / f"line-{n:06d}.png")
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-        if tmp is not None:
-            out.close()
-            tmp.unlink(missing_ok=True)
     return n
+
+
+@contextmanager
+def _output(path: Path | None):
+    """A file written atomically (stale temps of killed runs removed first), or stdout; a full
+    disk is a one-line error naming it."""
+    if path is not None:
+        path = Path(path)
+        remove_stale_temps(path.parent, path.name)
+        with atomic_write(path) as f:
+            yield f
+        return
+    try:
+        yield sys.stdout
+        sys.stdout.flush()
+    except OSError as e:
+        err = disk_error(e, "<stdout>")
+        if err is None:
+            raise
+        # what is still buffered cannot be written either: drop it instead of failing at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise err from None
 
 
 def _format(nbest: list[Translation], n_best: int, alignment: bool) -> str:

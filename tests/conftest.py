@@ -44,3 +44,17 @@ def toy_data_dir(tmp_path_factory):
     opts = PreprocessOptions(src_lang="src", tgt_lang="tgt", vocab_size=36, sources=sources)
     preprocess(opts, out, log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(toy_data_dir, tmp_path_factory):
+    """A tiny Transformer trained for two steps: a real checkpoint for translate tests."""
+    from nmt.config import load_config
+    from nmt.training import train
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    overrides = ["model.d_model=32", "model.n_heads=4", "model.d_ff=64", "model.encoder_layers=1"]
+    overrides += ["model.decoder_layers=1", "train.max_tokens=300", "train.max_steps=2"]
+    overrides += ["train.valid_every=2", "train.valid_bleu=false", "train.best_metric=loss"]
+    train(load_config(None, [f"data.dir={toy_data_dir}", *overrides]), run, quiet=True)
+    return run / "best.pt"

@@ -47,6 +47,20 @@ def test_defaults_and_overrides(tmp_path):
         ("", ["train.lr"], "must look like section.key=value"),
         ("model: [1, 2]\n", [], "model must be a mapping"),
         ("model:\n  d_model: true\n", [], "model.d_model must be int, got True"),
+        ("", ["train.lr=nan"], "train.lr must be a finite number, got 'nan'"),
+        ("", ["train.lr=.inf"], "train.lr must be a finite number"),
+        ("", ["train.max_time=.nan"], "train.max_time must be a finite number"),
+        ("", ["train.lr=-1e-3"], "train.lr must be > 0"),
+        ("", ["train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
+        ("", ["train.betas=[0.9, 1.5]"], "train.betas must be in [0, 1)"),
+        ("", ["train.keep_last=0"], "train.keep_last must be > 0"),
+        ("", ["train.best_metric=accuracy"], "not one of: bleu, loss, ppl, train_loss"),
+        ("", ["train.schedule=cosine"], "not one of: inverse_sqrt, noam, constant"),
+        (
+            "",
+            ["model.backend=rnn", "model.encoder_layers=2", "model.decoder_layers=1"],
+            "model.encoder_layers (2) must equal model.decoder_layers (1) for the rnn backend",
+        ),
     ],
 )
 def test_bad_configs_fail_with_a_helpful_message(tmp_path, text, overrides, needle):
@@ -70,3 +84,20 @@ def test_every_recipe_config_loads():
     for path in configs:
         cfg = load_config(path)
         assert cfg.model.backend == path.stem
+
+
+def test_config_choices_are_the_dispatch_tables():
+    """Adding a backend, cell, score, schedule or metric to its table makes the config accept it."""
+    from nmt.config import _names
+    from nmt.models import BACKENDS
+    from nmt.models.rnn import CELLS
+    from nmt.models.rnn_scores import SCORES
+    from nmt.training import METRICS, SCHEDULES
+
+    assert _names("nmt.models", "BACKENDS") == tuple(BACKENDS)
+    for table, key in ((CELLS, "cell"), (SCORES, "attention")):
+        for name in table:
+            assert getattr(load_config(None, [f"model.{key}={name}"]).model, key) == name
+    for table, key in ((SCHEDULES, "schedule"), (METRICS, "best_metric")):
+        for name in table:
+            assert getattr(load_config(None, [f"train.{key}={name}"]).train, key) == name

@@ -11,13 +11,19 @@ import torch
 from torch import Tensor, nn
 
 from nmt.config import ModelConfig
-from nmt.models.attention import attend, make_attention
+from nmt.errors import NMTError
 from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
 from nmt.models.rnn import CELLS, cache_to_state, run_rnn, state_to_cache
+from nmt.models.rnn_scores import attend, make_attention
 
 
 class AttentionRNNSeq2Seq(Seq2Seq):
     """BiRNN encoder -> memory (B, S, d); decoder RNN over [y_{t-1}; attentional vector_{t-1}]."""
+
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if cfg.d_model % 2:
+            raise NMTError("model.d_model must be even for rnn_attention (two encoder directions)")
 
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=False)

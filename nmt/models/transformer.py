@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.config import ModelConfig
+from nmt.errors import NMTError
 from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
 
 
@@ -43,6 +44,9 @@ class LearnedPositions(nn.Module):
 
     def forward(self, length: int, offset: int = 0) -> Tensor:
         return self.emb.weight[offset : offset + length]  # (T, d_model)
+
+
+POSITIONS = {"sinusoidal": SinusoidalPositions, "learned": LearnedPositions}
 
 
 class MultiHeadAttention(nn.Module):
@@ -172,10 +176,16 @@ class DecoderLayer(nn.Module):
 class Transformer(Seq2Seq):
     """Encoder-decoder Transformer with tied embeddings and sinusoidal (or learned) positions."""
 
+    @classmethod
+    def check_config(cls, cfg: ModelConfig) -> None:
+        if cfg.d_model % cfg.n_heads:
+            raise NMTError(
+                f"model.d_model ({cfg.d_model}) must be divisible by model.n_heads ({cfg.n_heads})"
+            )
+
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=True)
-        Positions = SinusoidalPositions if cfg.positions == "sinusoidal" else LearnedPositions
-        self.positions = Positions(cfg.d_model, cfg.max_len + 1)
+        self.positions = POSITIONS[cfg.positions](cfg.d_model, cfg.max_len + 1)
         self.dropout = Dropout(cfg.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))

@@ -1,0 +1,258 @@
+"""Failures survived: full disks, a second run into a busy run dir, SIGTERM, a kill between
+checkpoint writes, temp files of killed processes, and numbers the config must refuse."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from nmt import checkpoint
+from nmt.errors import NMTError
+from nmt.files import DirLock
+from nmt.training import train
+from tests.test_training import TINY, tiny_cfg
+
+ENV = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def nmt(*args, limit: int | None = None, **kw):
+    """Run the CLI; `limit` caps the size of any file it writes (RLIMIT_FSIZE), the way a full
+    disk stops a write."""
+
+    def cap():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    kw.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run(
+        [sys.executable, "-m", "nmt", *map(str, args)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=cap if limit else None,
+        timeout=600,
+        **kw,
+    )
+
+
+def one_line_error(res, *needles):
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nmt: error:"), res.stderr[-3000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+# --- full disks: one line naming the file; what was there before survives --------------------
+
+
+def test_full_disk_during_a_checkpoint_save_is_one_line(toy_data_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "-o", run, "-q", f"data.dir={toy_data_dir}", *TINY]
+    res = nmt(*args, "train.max_steps=2", "train.valid_every=2", limit=100_000)
+    one_line_error(res, str(run / "step-2.pt"), "no space left on device")
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+
+
+def test_full_disk_during_translate_keeps_the_old_output(tiny_checkpoint, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("red cat blue dog\n" * 1500)
+    out = tmp_path / "out.txt"
+    out.write_text("old\n")
+    args = ["translate", "-c", tiny_checkpoint, "--beam", "1", "-q", src]
+    res = nmt(*args, "-o", out, limit=1_000)
+    one_line_error(res, str(out), "no space left on device")
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt"]
+    with open(tmp_path / "stdout.txt", "w") as f:
+        res = nmt(*args, limit=1_000, stdout=f)
+    one_line_error(res, "<stdout>", "no space left on device")
+
+
+def test_full_disk_during_preprocess_keeps_the_old_data_dir(tmp_path):
+    from tests.conftest import reverse_pairs, write_parallel
+
+    prefix = write_parallel(tmp_path / "raw", "train", reverse_pairs(1500, 1), "xx", "yy")
+    out = tmp_path / "data"
+    args = ["preprocess", "-s", "xx", "-t", "yy", "--train-prefix", prefix, "--vocab-size", 36]
+    res = nmt(*args, "--out", out, limit=20_000)
+    one_line_error(res, str(out), "no space left on device")
+    assert not out.exists()
+    out.mkdir()
+    (out / "meta.json").write_text("{}")
+    res = nmt(*args, "--out", out, "--force", limit=20_000)
+    one_line_error(res, str(out), "no space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]
+    assert (out / "meta.json").read_text() == "{}"
+
+
+# --- the run dir: one run at a time; temp files of dead processes go ---------------------------
+
+
+def test_a_second_run_into_a_busy_run_dir_is_refused(toy_data_dir, tmp_path):
+    run = tmp_path / "run"
+    with DirLock(run, "run dir"):  # held as a running `nmt train` holds it
+        with pytest.raises(
+            NMTError, match=f"in use by another nmt process \\(PID {os.getpid()}\\)"
+        ):
+            train(tiny_cfg(toy_data_dir, "train.max_steps=1"), run, quiet=True)
+    assert not (run / "last.pt").exists()
+
+
+def test_a_stale_lock_and_temp_files_of_dead_processes_are_taken_over(toy_data_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    pid = dead_pid()
+    (run / ".lock").write_text(f"{pid}\n")
+    stale = [run / f".step-3.pt.tmp-{pid}", run / f".best.pt.tmp-{pid}"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    live = run / f".last.pt.tmp-{os.getppid()}"  # a live process's temp file stays
+    live.write_bytes(b"")
+    train(tiny_cfg(toy_data_dir, "train.max_steps=2", "train.valid_every=2"), run, quiet=True)
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert f"removed .step-3.pt.tmp-{pid}" in (run / "train.log").read_text()
+
+
+def test_stale_temp_files_of_translate_and_preprocess_are_removed(tiny_checkpoint, tmp_path):
+    from nmt.data import PreprocessOptions, Source, preprocess
+    from nmt.translate import run_translation
+    from tests.conftest import reverse_pairs, write_parallel
+
+    pid = dead_pid()
+    out = tmp_path / "out.txt"
+    stale_out = tmp_path / f".out.txt.tmp-{pid}"
+    other = tmp_path / f".other.txt.tmp-{pid}"  # not ours to remove
+    stale_out.write_text("half")
+    other.write_text("someone else's")
+    src = tmp_path / "in.txt"
+    src.write_text("red cat\n")
+    run_translation(tiny_checkpoint, [src], out, {"beam": 1}, log=lambda m: None)
+    assert not stale_out.exists() and other.exists() and out.is_file()
+
+    prefix = write_parallel(tmp_path / "raw", "train", reverse_pairs(200, 1))
+    data = tmp_path / "data"
+    stale_dir = tmp_path / f".data.tmp-{pid}"
+    (stale_dir / "train").mkdir(parents=True)
+    sources = {"train": Source("plain", (f"{prefix}.src", f"{prefix}.tgt"))}
+    opts = PreprocessOptions(src_lang="src", tgt_lang="tgt", vocab_size=30, sources=sources)
+    preprocess(opts, data, log=lambda m: None)
+    assert not stale_dir.exists() and (data / "meta.json").is_file()
+
+
+# --- best.pt agrees with the newest checkpoint, whatever moment a kill hits ----------------------
+
+
+class Killed(BaseException):
+    """Stands for a kill -9: nothing after it runs."""
+
+
+def test_a_kill_while_best_pt_is_written_is_repaired_on_resume(toy_data_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    common = ["train.valid_every=2", "train.valid_bleu=false", "train.best_metric=loss"]
+    train(tiny_cfg(toy_data_dir, *common, "train.max_steps=2"), run, quiet=True)
+    assert checkpoint.load(run / "best.pt")["progress"]["step"] == 2
+    save = checkpoint.save
+
+    def save_or_die(state, path):
+        if path.name == "best.pt":
+            raise Killed
+        save(state, path)
+
+    monkeypatch.setattr(checkpoint, "save", save_or_die)
+    with pytest.raises(Killed):
+        train(tiny_cfg(toy_data_dir, *common, "train.max_steps=4"), run, resume=True, quiet=True)
+    monkeypatch.undo()
+    last = checkpoint.load(run / "last.pt")["progress"]
+    assert last["step"] == 4 and last["best_step"] == 4  # the loss fell: step 4 is the best
+    assert checkpoint.load(run / "best.pt")["progress"]["step"] == 2  # what the kill left
+    train(tiny_cfg(toy_data_dir, *common, "train.max_steps=4"), run, resume=True, quiet=True)
+    best = checkpoint.load(run / "best.pt")
+    assert best["progress"]["step"] == 4
+    assert best["progress"]["best"] == last["best"]
+    assert "best.pt rewritten" in (run / "train.log").read_text()
+
+
+# --- silent paths made loud ---------------------------------------------------------------------
+
+
+def test_without_a_validation_split_best_pt_follows_the_training_loss(toy_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(toy_data_dir, data, ignore=shutil.ignore_patterns("valid*"))
+    run = tmp_path / "run"
+    summary = train(
+        tiny_cfg(data, "train.max_steps=4", "train.valid_every=2", "train.patience=1"),
+        run,
+        quiet=True,
+    )
+    log = (run / "train.log").read_text()
+    assert f"no validation split in {data}" in log
+    assert summary["best_metric"] == "train_loss" and summary["best"] is not None
+    history = checkpoint.load(run / "last.pt")["progress"]["history"]
+    assert [h["step"] for h in history] == [2, 4] and all("train_loss" in h for h in history)
+    best = checkpoint.load(run / "best.pt")["progress"]
+    assert best["best"] == min(h["train_loss"] for h in history)
+
+
+def test_translator_warns_about_truncated_inputs(tiny_checkpoint):
+    from nmt.translate import Translator
+
+    translator = Translator.load(tiny_checkpoint)
+    long = " ".join(["red cat"] * translator.max_len)
+    with pytest.warns(UserWarning, match="line 2: .* truncated to the model's limit"):
+        out = translator.translate(["blue dog", long, ""], beam=1)
+    assert len(out) == 3 and out[2] == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        translator.translate(["blue dog"], beam=1)  # nothing truncated: no warning
+
+
+def test_ja_bleu_without_mecab_says_which_tokenizer_it_used(capsys):
+    from sacrebleu.metrics import BLEU
+
+    from nmt.evaluate import score
+
+    try:
+        BLEU(tokenize="ja-mecab")
+        pytest.skip("MeCab is installed: BLEU uses ja-mecab")
+    except (ImportError, RuntimeError):
+        pass
+    result = score(["猫 が いる"], ["猫 が いる"], "ja")
+    assert "tok:char" in result["bleu_signature"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MeCab is not installed" in err[0] and "tok:char" in err[0]
+
+
+def test_sigterm_saves_last_pt_like_ctrl_c(toy_data_dir, tmp_path):
+    import time
+
+    run = tmp_path / "run"
+    args = ["-m", "nmt", "train", "-o", str(run), "-q", f"data.dir={toy_data_dir}", *TINY]
+    args += ["train.max_steps=100000", "train.valid_every=100000"]
+    proc = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV
+    )
+    log = run / "train.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.is_file() and "step 3 " in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert b"Traceback" not in err
+    step = checkpoint.load(run / "last.pt")["progress"]["step"]
+    assert step >= 3
+    assert f"stopped by SIGTERM at step {step}" in log.read_text()
