@@ -9,7 +9,8 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.models import BACKENDS, build_model
-from nmt.search import SearchOptions, generate
+from nmt.models.base import src_mask_of
+from nmt.search import SearchOptions, _beam, generate
 from nmt.tokenizer import BOS_ID, EOS_ID
 
 A, B = 4, 5  # the two word ids of the scripted vocabulary
@@ -146,10 +147,23 @@ def random_src(n: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_beam_one_equals_greedy(backend):
+    """The beam code path with K=1 (`generate` sends beam 1 to greedy) finds greedy's output."""
     model, src = model_for(backend), random_src(6)
-    greedy = generate(model, src, SearchOptions(beam=1), max_len=20)
-    beam1 = generate(model, src, SearchOptions(beam=1, alpha=0.0), max_len=20)
-    assert [h[0].tokens for h in greedy] == [h[0].tokens for h in beam1]
+    opts = SearchOptions(beam=1, alpha=0.0)
+    greedy = generate(model, src, opts, max_len=20)
+    src_mask = src_mask_of(src)
+    limits = (opts.max_len_a * src_mask.sum(1).float() + opts.max_len_b).long().clamp(1, 20)
+    beam1 = _beam(model, model.encode(src, src_mask), limits, opts)
+    assert [h[0].tokens for h in beam1] == [h[0].tokens for h in greedy]
+    for b, g in zip(beam1, greedy):
+        assert b[0].score == pytest.approx(g[0].score, abs=1e-4)
+    # and the check can fail: with a beam of 2 the scripted decoder's answers differ from greedy
+    scripted = ScriptedDecoder()
+    src = src_batch(1)
+    greedy = generate(scripted, src, SearchOptions(beam=1, alpha=0.0), 10)
+    limits = torch.tensor([10])
+    beam2 = _beam(scripted, scripted.encode(src, src > 0), limits, SearchOptions(beam=2, alpha=0.0))
+    assert beam2[0][0].tokens != greedy[0][0].tokens
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
