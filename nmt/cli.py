@@ -70,7 +70,9 @@ def preprocess(
     input_sentence_size: int = typer.Option(
         2_000_000, help="Sentences sampled for SentencePiece training."
     ),
-    num_proc: int = typer.Option(1, help="Worker processes for encoding large corpora."),
+    num_proc: int = typer.Option(
+        1, help="Worker processes for cleaning and encoding (e.g. the number of cores)."
+    ),
     force: bool = typer.Option(False, help="Overwrite an existing data dir."),
 ) -> None:
     """Clean parallel data, train SentencePiece and write an encoded data dir."""

@@ -9,20 +9,52 @@ A data dir holds everything `nmt train` needs:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import itertools
 import json
 import os
 import shutil
+import signal
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from nmt.errors import NMTError
-from nmt.files import read_lines, remove_stale_temps, reporting_full_disk, temp_name
+from nmt.files import remove_stale_temps, reporting_full_disk, temp_name
+from nmt.stages import (
+    BLOCK,
+    CHUNK,
+    ArrowStream,
+    Stage,
+    clean_chunk,
+    encode_chunk,
+    first_occurrences,
+    masked,
+    read_batches,
+    sample_rows,
+)
 
 SPLITS = ("train", "valid", "test")
 META = "meta.json"
 FORMAT_VERSION = 1
+ARROW_FILE = "data-00000-of-00001.arrow"  # the file name `datasets.save_to_disk` would use
+PARALLEL_MIN_PAIRS = 50_000  # worker processes only pay off on big corpora
+CLEAN_SCHEMA = pa.schema([("src", pa.string()), ("tgt", pa.string())])
+ENCODED_SCHEMA = pa.schema(
+    [
+        ("src_ids", pa.list_(pa.int32())),
+        ("tgt_ids", pa.list_(pa.int32())),
+        ("src_len", pa.int32()),
+        ("tgt_len", pa.int32()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -65,17 +97,56 @@ def find_plain(prefix: str, lang: str) -> Path:
     raise NMTError(f"missing file: {prefix}.{lang} (also tried {prefix}.{lang}.gz)")
 
 
-def check_text_file(path: Path) -> int:
-    """Count lines of a UTF-8 text file; invalid UTF-8 is an error naming file and line."""
-    if not Path(path).is_file():
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+
+
+def check_text_file(path: Path, on_lines=None) -> int:
+    """Count lines of a UTF-8 text file; invalid UTF-8 is an error naming file and line.
+
+    Reads big blocks and validates each with one C-level decode, so a bad byte deep in a big
+    file is found before any other work, at the speed of reading it."""
+    path = Path(path)
+    if not path.is_file():
         raise NMTError(f"missing file: {path}")
-    return sum(1 for _ in read_lines([Path(path)]))
+    n, tail = 0, b""
+    try:
+        with _open_bytes(path) as f:
+            while block := f.read(BLOCK):
+                block = tail + block
+                cut = block.rfind(b"\n") + 1  # UTF-8 never splits a character at a newline
+                body, tail = block[:cut], block[cut:]
+                _check_utf8(path, body, n)
+                lines = body.count(b"\n")
+                n += lines
+                if on_lines is not None:
+                    on_lines(lines)
+    except (OSError, EOFError) as e:
+        raise NMTError(f"cannot read {path}: {e}") from None
+    if tail:
+        _check_utf8(path, tail, n)
+        n += 1
+        if on_lines is not None:
+            on_lines(1)
+    return n
 
 
-def _read_pairs(src_path: str, tgt_path: str):
-    """Yield aligned pairs; Windows line endings and a missing final newline are fine."""
-    for s, t in zip(read_lines([Path(src_path)]), read_lines([Path(tgt_path)])):
-        yield {"src": s.rstrip("\r\n"), "tgt": t.rstrip("\r\n")}
+def _check_utf8(path: Path, body: bytes, lines_before: int) -> None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = body.rfind(b"\n", 0, e.start) + 1
+        line = lines_before + body.count(b"\n", 0, e.start) + 1
+        raise NMTError(
+            f"{path}:{line}: invalid UTF-8 ({e.reason} at byte {e.start - line_start})"
+        ) from None
+
+
+def _plain_chunks(src_path: str, tgt_path: str) -> Iterator[tuple[list[bytes], list[bytes]]]:
+    """Aligned chunks of raw lines (bytes, newline included) from two files."""
+    with _open_bytes(Path(src_path)) as fs, _open_bytes(Path(tgt_path)) as ft:
+        while src := list(itertools.islice(fs, CHUNK)):
+            yield src, list(itertools.islice(ft, CHUNK))
 
 
 def _file_stamp(path: str) -> list:
@@ -87,30 +158,42 @@ def _file_stamp(path: str) -> list:
 # Loading a split as an HF dataset with columns (src, tgt)
 
 
-def load_split(source: Source, cache_dir: Path):
-    """Load one split as a memory-mapped HF Dataset with string columns `src` and `tgt`."""
-    import datasets
+@dataclass
+class SplitInput:
+    """One split's pairs: how many, and a fresh iterator over chunks of (src, tgt) lines."""
 
+    n: int
+    chunks: Callable[[], Iterator[tuple[list, list]]]
+
+
+def load_split(source: Source, cache_dir: Path, on_lines=None) -> SplitInput:
+    """Check one split's input and return a way to stream it in chunks.
+
+    Plain files are checked (line counts, UTF-8) in one fast pass before any heavy work and
+    then streamed from disk; tables and hub datasets go through a memory-mapped HF Dataset."""
     if source.kind == "plain":
         src_path, tgt_path = source.paths
-        n_src, n_tgt = check_text_file(Path(src_path)), check_text_file(Path(tgt_path))
+        n_src = check_text_file(Path(src_path), on_lines)
+        n_tgt = check_text_file(Path(tgt_path))
         if n_src != n_tgt:
             raise NMTError(
                 f"line counts differ: {src_path} has {n_src} lines, {tgt_path} has {n_tgt}"
             )
         if n_src == 0:
             raise NMTError(f"empty input: {src_path} and {tgt_path} have no lines")
-        stamp = hashlib.sha1(json.dumps([_file_stamp(p) for p in source.paths]).encode())
-        features = datasets.Features(
-            {"src": datasets.Value("string"), "tgt": datasets.Value("string")}
-        )
-        return datasets.Dataset.from_generator(
-            _read_pairs,
-            gen_kwargs={"src_path": src_path, "tgt_path": tgt_path},
-            features=features,
-            cache_dir=str(cache_dir),
-            fingerprint=stamp.hexdigest(),
-        )
+        return SplitInput(n_src, lambda: _plain_chunks(src_path, tgt_path))
+    ds = _load_dataset(source, cache_dir)
+    if on_lines is not None:
+        on_lines(len(ds))
+    return SplitInput(len(ds), lambda: ((b["src"], b["tgt"]) for b in ds.iter(batch_size=CHUNK)))
+
+
+def _load_dataset(source: Source, cache_dir: Path):
+    """A table file or hub dataset as an HF Dataset with string columns `src` and `tgt`."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
     if source.kind == "table":
         (path,) = source.paths
         check_text_file(Path(path))
@@ -186,108 +269,6 @@ def _select_columns(ds, columns: tuple[str, str], where: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Cleaning (training data only)
-
-
-def _strip_batch(batch):
-    return {"src": [s.strip() for s in batch["src"]], "tgt": [t.strip() for t in batch["tgt"]]}
-
-
-def clean_train(ds, dedupe: bool, num_proc: int) -> tuple[object, dict[str, int]]:
-    """Strip whitespace, drop empty pairs and (optionally) exact duplicates; count the drops."""
-    ds = ds.map(_strip_batch, batched=True, num_proc=_procs(ds, num_proc))
-    n0 = len(ds)
-    ds = ds.filter(
-        lambda b: [bool(s) and bool(t) for s, t in zip(b["src"], b["tgt"])],
-        batched=True,
-        num_proc=_procs(ds, num_proc),
-    )
-    dropped = {"empty": n0 - len(ds)}
-    if dedupe:
-        seen: set[bytes] = set()
-        keep = []
-        for i, (s, t) in enumerate(zip(ds["src"], ds["tgt"])):
-            h = hashlib.blake2b(f"{s}\t{t}".encode(), digest_size=12).digest()
-            if h not in seen:
-                seen.add(h)
-                keep.append(i)
-        dropped["duplicate"] = len(ds) - len(keep)
-        ds = ds.select(keep)
-    return ds, dropped
-
-
-def _procs(ds, num_proc: int) -> int | None:
-    """Worker processes only pay off on big splits."""
-    return num_proc if num_proc > 1 and len(ds) >= 100_000 else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding
-
-
-class _Encoder:
-    """Picklable batch encoder for `Dataset.map(num_proc=...)`."""
-
-    def __init__(self, src_proto: bytes, tgt_proto: bytes | None):
-        self.protos = (src_proto, tgt_proto)
-        self.tok = None
-
-    def __call__(self, batch):
-        from nmt.tokenizer import Tokenizer
-
-        if self.tok is None:
-            self.tok = Tokenizer(*self.protos)
-        src = self.tok.encode_src(batch["src"])
-        tgt = self.tok.encode_tgt(batch["tgt"])
-        return {
-            "src_ids": src,
-            "tgt_ids": tgt,
-            "src_len": [len(x) for x in src],
-            "tgt_len": [len(x) + 1 for x in tgt],  # + EOS (or BOS on the input side)
-        }
-
-    def __getstate__(self):
-        return {"protos": self.protos, "tok": None}
-
-
-def encode_split(ds, encoder: _Encoder, num_proc: int):
-    import datasets
-
-    features = datasets.Features(
-        {
-            "src_ids": datasets.Sequence(datasets.Value("int32")),
-            "tgt_ids": datasets.Sequence(datasets.Value("int32")),
-            "src_len": datasets.Value("int32"),
-            "tgt_len": datasets.Value("int32"),
-        }
-    )
-    return ds.map(
-        encoder,
-        batched=True,
-        batch_size=2000,
-        num_proc=_procs(ds, num_proc),
-        remove_columns=ds.column_names,
-        features=features,
-    )
-
-
-def filter_lengths(ds, max_len: int, max_ratio: float, num_proc: int) -> tuple[object, dict]:
-    """Drop training pairs longer than `max_len` tokens or with a length ratio above `max_ratio`."""
-
-    import numpy as np
-
-    s = np.asarray(ds["src_len"])
-    t = np.asarray(ds["tgt_len"])
-    too_long = (s > max_len) | (t > max_len)
-    longer, shorter = np.maximum(s, t), np.minimum(s, t)
-    bad_ratio = ~too_long & (longer > max_ratio * shorter) & (longer > 5)
-    codes = np.where(too_long, 1, np.where(bad_ratio, 2, 0))
-    keep = np.flatnonzero(codes == 0)
-    dropped = {"too_long": int((codes == 1).sum()), "length_ratio": int((codes == 2).sum())}
-    return (ds.select(keep) if len(keep) < len(ds) else ds), dropped
-
-
-# ---------------------------------------------------------------------------------------------
 # The whole job
 
 
@@ -326,9 +307,9 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
         log(f"removed {p}, left by a process that no longer runs")
     work = temp_name(out_dir)
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     try:
-        with reporting_full_disk(out_dir):
+        with _sigterm_as_interrupt(), reporting_full_disk(out_dir):
+            work.mkdir(parents=True)
             meta = _build(opts, work, fp, log)
             _replace_dir(work, out_dir)
     finally:
@@ -337,64 +318,55 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
     return meta
 
 
+@contextmanager
+def _sigterm_as_interrupt():
+    """`kill` unwinds like Ctrl-C, so the work dir is removed on the way out."""
+
+    def handle(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handle)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
-    import datasets
+    from nmt.stages import Workers
+    from nmt.tokenizer import Tokenizer, default_character_coverage
 
-    from nmt.tokenizer import default_character_coverage, train_sentencepiece
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
     cache = work / ".cache"
-    raw = {split: load_split(src, cache) for split, src in opts.sources.items()}
-    counts = {split: {"read": len(ds)} for split, ds in raw.items()}
-
-    train, dropped = clean_train(raw["train"], opts.dedupe, opts.num_proc)
-    if len(train) == 0:
-        where = ", ".join(opts.sources["train"].paths) or opts.sources["train"].hub_name
-        raise NMTError(f"training corpus is empty after cleaning: {where}")
-
-    coverage = opts.character_coverage or default_character_coverage(opts.src_lang, opts.tgt_lang)
-    spm_kw = dict(
-        vocab_size=opts.vocab_size,
-        model_type=opts.model_type,
-        character_coverage=coverage,
-        input_sentence_size=opts.input_sentence_size,
-    )
-    if opts.joint:
-        train_sentencepiece(
-            _interleave(train), work / "spm.model", what="the joint vocabulary", **spm_kw
+    stage = Stage("read", None, log)
+    inputs = {s: load_split(src, cache, stage.update) for s, src in opts.sources.items()}
+    stage.done(f" ({', '.join(f'{s} {inp.n:,}' for s, inp in inputs.items())})")
+    counts = {split: {"read": inp.n} for split, inp in inputs.items()}
+    big = inputs["train"].n >= PARALLEL_MIN_PAIRS
+    with Workers(opts.num_proc if big else 1) as workers:
+        clean, keep, dropped, kept = _clean(inputs["train"], opts, cache, workers, log)
+        coverage = opts.character_coverage or default_character_coverage(
+            opts.src_lang, opts.tgt_lang
         )
-        protos = ((work / "spm.model").read_bytes(), None)
-    else:
-        for side, lang in (("src", opts.src_lang), ("tgt", opts.tgt_lang)):
-            train_sentencepiece(
-                _column(train, side), work / f"spm.{side}.model", what=f"{side} ({lang})", **spm_kw
-            )
-        protos = ((work / "spm.src.model").read_bytes(), (work / "spm.tgt.model").read_bytes())
-    encoder = _Encoder(*protos)
-
-    for split, ds in raw.items():
-        if split == "train":
-            enc = encode_split(train, encoder, opts.num_proc)
-            enc, len_dropped = filter_lengths(enc, opts.max_len, opts.max_ratio, opts.num_proc)
-            dropped.update(len_dropped)
-            if len(enc) == 0:
-                raise NMTError("training corpus is empty after length filtering: raise --max-len")
-            counts["train"].update(kept=len(enc), dropped=dropped)
-        else:
-            enc = encode_split(ds, encoder, opts.num_proc)
-            counts[split]["kept"] = len(enc)
-            for side in ("src", "tgt"):
-                with open(work / f"{split}.{side}", "w", encoding="utf-8") as f:
-                    for line in ds[side]:
-                        f.write(" ".join(line.splitlines()) + "\n")
-        enc.save_to_disk(str(work / split))
-        counts[split]["tokens"] = {
-            "src": int(sum(enc["src_len"])),
-            "tgt": int(sum(enc["tgt_len"])),
-        }
-
-    from nmt.tokenizer import Tokenizer
+        protos = _train_sentencepiece(clean, keep, opts, coverage, work, log)
+        stage = Stage("encode", kept, log)
+        batches = masked(read_batches(clean), keep)
+        tasks = ((b, protos, opts.max_len, opts.max_ratio) for b in batches)
+        counts["train"].update(_encode(tasks, workers, work / "train", stage, dropped))
+        stage.done()
+        if counts["train"]["kept"] == 0:
+            raise NMTError("training corpus is empty after length filtering: raise --max-len")
+        counts["train"]["dropped"] = dropped
+        shutil.rmtree(cache, ignore_errors=True)
+        stage = Stage("write", sum(inp.n for s, inp in inputs.items() if s != "train"), log)
+        for split, inp in inputs.items():
+            if split != "train":
+                tasks = ((b, protos, 0, 0.0) for b in _raw_text(inp, work / split, stage))
+                counts[split].update(_encode(tasks, workers, work / split, None, {}))
+        stage.done()
 
     tok = Tokenizer(*protos)
     meta = {
@@ -411,7 +383,6 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         "fingerprint": fp,
     }
     (work / META).write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(cache, ignore_errors=True)
     tr = counts["train"]
     drops = ", ".join(f"{v} {k}" for k, v in tr["dropped"].items() if v) or "none"
     log(f"train: {tr['read']} pairs read, {tr['kept']} kept (dropped: {drops})")
@@ -424,15 +395,152 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
     return meta
 
 
-def _interleave(ds):
-    for s, t in zip(_column(ds, "src"), _column(ds, "tgt")):
-        yield s
-        yield t
+def _clean(inp: SplitInput, opts: PreprocessOptions, cache: Path, workers, log):
+    """Strip and drop empty pairs into an Arrow file; returns it, the dedupe mask, the drops."""
+    stage = Stage("clean", inp.n, log)
+    out = ArrowStream(cache / "clean.arrow", CLEAN_SCHEMA)
+    hashes, dropped = [], {"empty": 0}
+    tasks = ((src, tgt, opts.dedupe) for src, tgt in inp.chunks())
+    for batch, h, n_empty in workers.map(clean_chunk, tasks):
+        out.write(batch)
+        dropped["empty"] += n_empty
+        if h is not None:
+            hashes.append(h)
+        stage.update(batch.num_rows + n_empty)
+    out.close()
+    keep = None
+    if opts.dedupe:
+        keep = first_occurrences(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
+        dropped["duplicate"] = int(out.rows - keep.sum())
+    kept = out.rows - dropped.get("duplicate", 0)
+    stage.done(
+        f": {kept:,} kept, {dropped['empty']:,} empty"
+        + (f", {dropped['duplicate']:,} duplicate" if opts.dedupe else "")
+    )
+    if kept == 0:
+        where = ", ".join(opts.sources["train"].paths) or opts.sources["train"].hub_name
+        raise NMTError(f"training corpus is empty after cleaning: {where}")
+    return out.path, keep, dropped, kept
 
 
-def _column(ds, name: str):
-    for batch in ds.select_columns([name]).iter(batch_size=10_000):
-        yield from batch[name]
+def _train_sentencepiece(clean: Path, keep, opts: PreprocessOptions, coverage, work, log):
+    """Train the vocabulary (joint or one per side) on a random sample of the cleaned pairs."""
+    from nmt.tokenizer import train_sentencepiece
+
+    rows = np.flatnonzero(keep) if keep is not None else None
+    n_pairs = len(rows) if rows is not None else _rows(clean)
+    per_pair = 2 if opts.joint else 1
+    k = min(n_pairs, max(1, opts.input_sentence_size // per_pair))
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(n_pairs, size=k, replace=False)) if k < n_pairs else None
+    if pick is not None and rows is not None:
+        pick = rows[pick]
+    elif pick is None:
+        pick = rows if rows is not None else np.arange(n_pairs)
+    kw = dict(
+        vocab_size=opts.vocab_size,
+        model_type=opts.model_type,
+        character_coverage=coverage,
+        input_sentence_size=opts.input_sentence_size,
+        num_threads=max(2, opts.num_proc),
+    )
+    sides = [("joint", ["src", "tgt"])] if opts.joint else [("src", ["src"]), ("tgt", ["tgt"])]
+    protos = []
+    for side, columns in sides:
+        stage = Stage("sentencepiece", k * len(columns), log, unit="sentences")
+        name = "spm.model" if opts.joint else f"spm.{side}.model"
+        what = "the joint vocabulary" if opts.joint else f"{side} ({getattr(opts, side + '_lang')})"
+        sentences = _counted(sample_rows(clean, pick, columns), stage)
+        train_sentencepiece(sentences, work / name, what=what, **kw)
+        protos.append((work / name).read_bytes())
+        stage.done(
+            f": {what}, {opts.vocab_size} pieces, trained on {stage.n:,} sentences "
+            f"sampled from {n_pairs:,} pairs"
+        )
+    return (protos[0], None) if opts.joint else tuple(protos)
+
+
+def _rows(path: Path) -> int:
+    return sum(b.num_rows for b in read_batches(path))
+
+
+def _counted(items, stage: Stage, every: int = 10_000):
+    n = 0
+    for item in items:
+        yield item
+        n += 1
+        if n == every:
+            stage.update(n)
+            n = 0
+    stage.update(n)
+
+
+def _encode(tasks, workers, split_dir: Path, stage, dropped: dict) -> dict:
+    """Encode chunks into one Arrow file of a split; returns kept and token counts."""
+    out = ArrowStream(split_dir / ARROW_FILE, ENCODED_SCHEMA)
+    tokens = {"src": 0, "tgt": 0}
+    for batch, drops in workers.map(encode_chunk, tasks):
+        out.write(batch)
+        tokens["src"] += int(pc.sum(batch.column("src_len")).as_py() or 0)
+        tokens["tgt"] += int(pc.sum(batch.column("tgt_len")).as_py() or 0)
+        for k, v in drops.items():
+            dropped[k] = dropped.get(k, 0) + v
+        if stage is not None:
+            stage.update(batch.num_rows + sum(drops.values()))
+    out.close()
+    _write_dataset_info(split_dir, out.rows)
+    return {"kept": out.rows, "tokens": tokens}
+
+
+def _raw_text(inp: SplitInput, split_dir: Path, stage: Stage) -> Iterator[pa.RecordBatch]:
+    """Stream a valid/test split: write its raw text (one line per pair, the references) and
+    yield it in batches for encoding. It is never cleaned: line i is pair i."""
+    name = split_dir.name
+    with (
+        open(split_dir.parent / f"{name}.src", "w", encoding="utf-8") as fs,
+        open(split_dir.parent / f"{name}.tgt", "w", encoding="utf-8") as ft,
+    ):
+        for src, tgt in inp.chunks():
+            src = [_line(x) for x in src]
+            tgt = [_line(x) for x in tgt]
+            fs.writelines(" ".join(x.splitlines()) + "\n" for x in src)
+            ft.writelines(" ".join(x.splitlines()) + "\n" for x in tgt)
+            stage.update(len(src))
+            yield pa.record_batch(
+                [pa.array(src, pa.string()), pa.array(tgt, pa.string())], ["src", "tgt"]
+            )
+
+
+def _line(x) -> str:
+    if isinstance(x, bytes):
+        return x.decode("utf-8").rstrip("\r\n")
+    return "" if x is None else str(x)
+
+
+def _write_dataset_info(split_dir: Path, rows: int) -> None:
+    """The two small files `datasets.load_from_disk` reads beside the Arrow data."""
+    value = {"dtype": "int32", "_type": "Value"}
+    features = {
+        "src_ids": {"feature": value, "_type": "List"},
+        "tgt_ids": {"feature": value, "_type": "List"},
+        "src_len": value,
+        "tgt_len": value,
+    }
+    info = {
+        "features": features,
+        "splits": {split_dir.name: {"name": split_dir.name, "num_examples": rows}},
+    }
+    (split_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    state = {
+        "_data_files": [{"filename": ARROW_FILE}],
+        "_fingerprint": hashlib.sha1(f"{split_dir}:{rows}".encode()).hexdigest()[:16],
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split_dir.name,
+    }
+    (split_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
 def _replace_dir(new: Path, dst: Path) -> None:

@@ -31,6 +31,7 @@ def train_sentencepiece(
     character_coverage: float = 1.0,
     input_sentence_size: int = 2_000_000,
     what: str = "",
+    num_threads: int = 2,
 ) -> Path:
     """Train a SentencePiece model on an iterator of sentences and write it to `model_path`."""
     model_path = Path(model_path)
@@ -46,7 +47,7 @@ def train_sentencepiece(
                 input_sentence_size=input_sentence_size,
                 shuffle_input_sentence=True,
                 max_sentence_length=1 << 16,
-                num_threads=2,
+                num_threads=num_threads,
                 minloglevel=2,
                 **SPECIAL_IDS,
             )

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nmt import checkpoint, files
-from nmt.batching import TrainBatches, bucket_batches, collate
+from nmt.batching import Prefetcher, TrainBatches, bucket_batches, collate
 from nmt.config import BATCH_TOKENS, LENGTH_PENALTY, Config, dump_config, from_dict, to_dict
 from nmt.data import load_encoded, load_tokenizer, read_meta
 from nmt.errors import Interrupted, NMTError
@@ -391,6 +391,7 @@ class Trainer:
         self.interrupt = _Interrupt()
         self.losses: list[tuple[int, float]] = []
         self.window = _Window()
+        self.data_wait, self.trained_before = 0.0, self.progress.train_seconds
         self._announce(resumed=state is not None)
 
     # --- setting up -----------------------------------------------------------------------
@@ -491,8 +492,12 @@ class Trainer:
         place training batches are fetched."""
         accum = self.cfg.train.accum
         order = self.batches.epoch(self.progress.epoch)
-        for start in range(self.progress.batch, len(order) - accum + 1, accum):
-            yield [self.batches.collate(idx, self.device) for idx in order[start : start + accum]]
+        loader = Prefetcher(self.batches, order, self.progress.batch, self.device)
+        try:
+            for start in range(self.progress.batch, len(order) - accum + 1, accum):
+                yield [loader.collate(idx) for idx in order[start : start + accum]]
+        finally:
+            self.data_wait += loader.close()
 
     def step(self, group: list[Batch]) -> tuple[float, int]:
         """One optimizer update over `accum` batches; returns (summed loss, target tokens)."""
@@ -655,6 +660,8 @@ class Trainer:
             log.close()
             raise Interrupted(message, 128 + self.interrupt.signum)
         log.line(f"stopped at step {p.step}: {stop}")
+        wait_share = self.data_wait / max(p.train_seconds - self.trained_before, 1e-9)
+        log.line(f"waited for data {self.data_wait:.2f}s, {100 * wait_share:.2f}% of training time")
         if self.world > 1:
             log.line(
                 f"ranks in sync: parameter checksum {_check_in_sync(self.model, self.world):.6e}"
@@ -667,6 +674,7 @@ class Trainer:
             "best_metric": self.metric,
             "train_seconds": p.train_seconds,
             "stop_reason": stop,
+            "data_wait_share": wait_share,
             "losses": self.losses,
             "run_dir": str(self.run_dir),
         }

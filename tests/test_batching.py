@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from nmt.batching import bucket_batches, collate
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -57,3 +59,72 @@ def test_ranks_get_disjoint_equal_shards():
     assert len(shards[0]) == len(shards[1])
     ids = [set(np.concatenate(s).tolist()) for s in shards]
     assert not ids[0] & ids[1]
+
+
+def reference_cuts(src, tgt, max_tokens, rng):
+    """The greedy per-pair loop that `bucket_batches` vectorises."""
+    longest = np.maximum(src, tgt)
+    idx = rng.permutation(len(src))
+    idx = idx[np.lexsort((src[idx], tgt[idx], longest[idx]))]
+    batches, start, width = [], 0, 0
+    for i, n in enumerate(longest[idx].tolist()):
+        width = max(width, n)
+        if width * (i - start + 1) > max_tokens and i > start:
+            batches.append(idx[start:i])
+            start, width = i, n
+    batches.append(idx[start:])
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def test_vectorised_schedule_equals_the_per_pair_loop():
+    src, tgt = lengths(20_000, seed=5)
+    src[:3] = 900  # longer than the budget: batches of one
+    for max_tokens in (50, 600, 4096):
+        a = bucket_batches(src, tgt, max_tokens, np.random.default_rng([3, 1]))
+        b = reference_cuts(src, tgt, max_tokens, np.random.default_rng([3, 1]))
+        assert len(a) == len(b)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_arrow_reads_equal_python_collate(toy_data_dir):
+    from nmt.batching import TrainBatches
+    from nmt.data import load_encoded
+
+    ds = load_encoded(toy_data_dir, "train")
+    batches = TrainBatches(ds, 300, seed=1)
+    assert batches.src_len.tolist() == ds["src_len"][:]
+    for idx in batches.epoch(0)[:5]:
+        rows = ds[idx.tolist()]
+        expected = collate(rows["src_ids"], rows["tgt_ids"], "cpu")
+        for got, want in zip(batches.read(idx), expected):
+            assert torch.equal(got, want)
+
+
+def test_prefetcher_yields_the_schedule_in_order_from_any_start(toy_data_dir):
+    from nmt.batching import Prefetcher, TrainBatches
+    from nmt.data import load_encoded
+
+    batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
+    schedule = batches.epoch(2)
+    for start in (0, 7):
+        pre = Prefetcher(batches, schedule, start, "cpu", depth=2)
+        for idx in schedule[start:]:
+            for got, want in zip(pre.collate(idx), batches.collate(idx, "cpu")):
+                assert torch.equal(got, want)
+        pre.close()
+    pre = Prefetcher(batches, schedule, 0, "cpu", depth=2)  # stopped early: the thread ends
+    pre.collate(schedule[0])
+    pre.close()
+    assert not pre.thread.is_alive()
+
+
+def test_prefetcher_refuses_an_out_of_order_batch(toy_data_dir):
+    from nmt.batching import Prefetcher, TrainBatches
+    from nmt.data import load_encoded
+
+    batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
+    schedule = batches.epoch(0)
+    pre = Prefetcher(batches, schedule, 0, "cpu")
+    with pytest.raises(RuntimeError, match="out of order"):
+        pre.collate(schedule[1])
+    pre.close()

@@ -10,7 +10,9 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +51,7 @@ VOCAB_SIDE = 40  # per-side vocabulary with --separate (about 49 at most for Eng
 # stay whole, so the default --max-ratio 3 could drop a few normal pairs; tests that compare
 # the output pair by pair with the input use a ratio no normal pair reaches.
 MAX_RATIO = 10.0
+STAGE_LINE = re.compile(r"^(read|clean|sentencepiece|encode|write): [\d,]+ (pairs|sentences) in ")
 
 
 def make_pairs(n: int, seed: int = 0, lo: int = 2, hi: int = 5) -> list[tuple[str, str]]:
@@ -105,8 +108,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     assert proc.returncode != 0, out
     assert "Traceback" not in out, out
     lines = proc.stderr.strip("\n").splitlines()
-    assert len(lines) == 1, proc.stderr
-    line = lines[0]
+    *progress, line = lines  # stages that finished before the error print their summary line
+    assert all(STAGE_LINE.match(p) for p in progress), proc.stderr
     assert line.startswith("nmt: error: "), line
     for needle in needles:
         assert needle in line, f"{needle!r} not in {line!r}"
@@ -742,3 +745,68 @@ def test_library_bad_input_raises_nmt_error(tmp_path, case):
     for needle in needles:
         assert needle in msg
     assert not out.exists() and no_leftovers(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Interrupted runs and full disks leave nothing half-written
+
+
+def _big_prefix(d: Path, n: int = 60_000) -> Path:
+    """Enough short pairs that preprocessing takes a few seconds."""
+    pairs = make_pairs(2000, seed=21)
+    lines = [pairs[i % len(pairs)] for i in range(n)]
+    return Path(write_prefix(d / "big", lines))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_preprocess_leaves_nothing_and_the_next_run_starts_clean(tmp_path, sig):
+    prefix = _big_prefix(tmp_path)
+    out = tmp_path / "out"
+    args = ["--out", out, "--src", "en", "--tgt", "de", "--vocab-size", VOCAB, "--train-prefix"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "nmt", "preprocess", *map(str, args), str(prefix)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stderr.readline()  # the read stage is done: the work dir exists
+    assert first.startswith("read: "), first
+    proc.send_signal(sig)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0
+    assert "Traceback" not in rest
+    assert not out.exists()
+    if sig != signal.SIGKILL:  # unwound: the work dir is gone already
+        assert no_leftovers(out)
+    meta, logs = build(out, {"train": plain(prefix)})  # a kill -9 leftover is cleared first
+    assert no_leftovers(out)
+    assert meta["counts"]["train"]["kept"] == 60_000
+    assert any("left by a process that no longer runs" in line for line in logs) == (
+        sig == signal.SIGKILL
+    )
+
+
+def test_full_disk_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from nmt import stages
+
+    def no_space(self, batch):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stages.ArrowStream, "write", no_space)
+    train = write_prefix(tmp_path / "train", make_pairs(200, seed=22))
+    out = tmp_path / "out"
+    with pytest.raises(NMTError) as info:
+        build(out, {"train": plain(train)})
+    assert str(info.value).startswith(f"{out}: no space left on device")
+    assert not out.exists() and no_leftovers(out)
+
+
+def test_num_proc_gives_the_same_data_dir(tmp_path, monkeypatch):
+    from nmt import data
+
+    monkeypatch.setattr(data, "PARALLEL_MIN_PAIRS", 1)  # worker processes even on a tiny corpus
+    train = write_prefix(tmp_path / "train", make_pairs(3000, seed=23) * 2)
+    one, _ = build(tmp_path / "one", {"train": plain(train)}, dedupe=True)
+    two, _ = build(tmp_path / "two", {"train": plain(train)}, dedupe=True, num_proc=2)
+    assert one["counts"] == two["counts"]
+    assert one["counts"]["train"]["dropped"]["duplicate"] == 3000
+    assert decoded_pairs(tmp_path / "one", "train") == decoded_pairs(tmp_path / "two", "train")

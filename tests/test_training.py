@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from nmt import checkpoint
 from nmt.config import load_config
+from nmt.data import load_encoded
 from nmt.errors import NMTError
 from nmt.training import train
 
@@ -132,3 +134,24 @@ def test_resumed_optimizer_stays_fused_when_the_checkpoint_was_not():
     assert new.param_groups[0]["fused"] is True
     new.step()  # the fused kernel accepts the restored state
     assert int(new.state[model.weight]["step"]) == 2
+
+
+def test_resume_mid_epoch_reads_only_the_batches_it_trains_on(toy_data_dir, tmp_path, monkeypatch):
+    """The checkpoint's data position decides the next batch; nothing before it is re-read."""
+    from nmt.batching import TrainBatches
+
+    common = ["train.valid_every=3", "train.valid_bleu=false", "train.best_metric=loss"]
+    train(tiny_cfg(toy_data_dir, *common, "train.max_steps=3"), tmp_path / "r", quiet=True)
+    state = checkpoint.load(tmp_path / "r" / "last.pt")
+    epoch, position = state["progress"]["epoch"], state["progress"]["batch"]
+    reads = []
+    real_read = TrainBatches.read
+    monkeypatch.setattr(
+        TrainBatches, "read", lambda self, idx: reads.append(idx) or real_read(self, idx)
+    )
+    cfg = tiny_cfg(toy_data_dir, *common, "train.max_steps=5")
+    train(cfg, tmp_path / "r", resume=True, quiet=True)
+    schedule = TrainBatches(load_encoded(toy_data_dir, "train"), 300, cfg.train.seed).epoch(epoch)
+    assert np.array_equal(reads[0], schedule[position])
+    assert np.array_equal(reads[1], schedule[position + 1])
+    assert len(reads) <= 2 + 4 + 1  # the 2 steps plus at most the prefetch depth ahead
