@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-faults lint format demo clean
+.PHONY: install test test-faults test-multinode lint format demo clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+
+# Two torchrun agents rendezvous on localhost as two nodes (about a minute on 2 cores).
+test-multinode: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -m multinode
 
 # slow: kill -9 at random moments of training and translate, hostile input (hypothesis)
 test-faults: $(STAMP)

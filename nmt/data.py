@@ -351,7 +351,7 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         coverage = opts.character_coverage or default_character_coverage(
             opts.src_lang, opts.tgt_lang
         )
-        protos = _train_sentencepiece(clean, keep, opts, coverage, work, log)
+        protos = _train_sentencepiece(clean, keep, kept, opts, coverage, work, log)
         stage = Stage("encode", kept, log)
         batches = masked(read_batches(clean), keep)
         tasks = ((b, protos, opts.max_len, opts.max_ratio) for b in batches)
@@ -423,12 +423,11 @@ def _clean(inp: SplitInput, opts: PreprocessOptions, cache: Path, workers, log):
     return out.path, keep, dropped, kept
 
 
-def _train_sentencepiece(clean: Path, keep, opts: PreprocessOptions, coverage, work, log):
+def _train_sentencepiece(clean: Path, keep, n_pairs: int, opts, coverage, work, log):
     """Train the vocabulary (joint or one per side) on a random sample of the cleaned pairs."""
     from nmt.tokenizer import train_sentencepiece
 
     rows = np.flatnonzero(keep) if keep is not None else None
-    n_pairs = len(rows) if rows is not None else _rows(clean)
     per_pair = 2 if opts.joint else 1
     k = min(n_pairs, max(1, opts.input_sentence_size // per_pair))
     rng = np.random.default_rng(0)
@@ -458,10 +457,6 @@ def _train_sentencepiece(clean: Path, keep, opts: PreprocessOptions, coverage, w
             f"sampled from {n_pairs:,} pairs"
         )
     return (protos[0], None) if opts.joint else tuple(protos)
-
-
-def _rows(path: Path) -> int:
-    return sum(b.num_rows for b in read_batches(path))
 
 
 def _counted(items, stage: Stage, every: int = 10_000):

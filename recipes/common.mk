@@ -23,7 +23,7 @@ $(DATA_BIN)/meta.json:
 	@test -e "$(DATA)" || { echo "no corpus at DATA=$(DATA): point DATA at it (see README.md)"; exit 1; }
 	$(NMT) preprocess --src $(SRC) --tgt $(TGT) $(SPLITS) --out $(DATA_BIN) $(PREPROCESS_ARGS)
 
-train-%: data
+$(addprefix train-,$(BACKENDS)): train-%: data
 	$(NMT) train $(HERE)/$*.yaml -o $(RUNS)/$* -q data.dir=$(DATA_BIN) $(TRAIN_ARGS)
 
 # Averages each run's last $(AVERAGE) step checkpoints into averaged.pt, scores it and best.pt

@@ -155,3 +155,39 @@ def test_resume_mid_epoch_reads_only_the_batches_it_trains_on(toy_data_dir, tmp_
     assert np.array_equal(reads[0], schedule[position])
     assert np.array_equal(reads[1], schedule[position + 1])
     assert len(reads) <= 2 + 4 + 1  # the 2 steps plus at most the prefetch depth ahead
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.multinode
+def test_two_nodes_with_c10d_rendezvous_train_in_sync_and_rank_0_alone_writes(
+    toy_data_dir, tmp_path
+):
+    """Two torchrun agents on this machine stand in for two nodes (gloo, one process each)."""
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+        cmd += ["--node-rank", str(node), "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+        cmd += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "nmt-test"]
+        cmd += ["-m", "nmt", "train", "-o", str(tmp_path / f"node{node}"), "-q"]
+        cmd += [f"data.dir={toy_data_dir}", *TINY, "train.max_steps=4", "train.valid_every=2"]
+        cmd += ["train.device=cpu"]
+        procs.append(
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env())
+        )
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    written = [d for d in (tmp_path / "node0", tmp_path / "node1") if d.exists()]
+    assert len(written) == 1  # the rendezvous picks which node is rank 0; only it writes
+    text = (written[0] / "train.log").read_text()
+    assert "world size 2" in text
+    assert "ranks in sync: parameter checksum" in text
+    assert checkpoint.load(written[0] / "last.pt")["progress"]["step"] == 4
