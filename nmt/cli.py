@@ -67,8 +67,8 @@ def preprocess(
     max_len: int = typer.Option(250, help="Drop training pairs longer than this (subwords)."),
     max_ratio: float = typer.Option(3.0, help="Drop training pairs with a longer length ratio."),
     dedupe: bool = typer.Option(False, help="Drop duplicate training pairs."),
-    input_sentence_size: int = typer.Option(
-        2_000_000, help="Sentences sampled for SentencePiece training."
+    input_sentence_size: int | None = typer.Option(
+        None, help="Sentences sampled for SentencePiece training (default 1,000,000)."
     ),
     num_proc: int = typer.Option(
         1, help="Worker processes for cleaning and encoding (e.g. the number of cores)."
@@ -113,9 +113,9 @@ def preprocess(
         max_len=max_len,
         max_ratio=max_ratio,
         dedupe=dedupe,
-        input_sentence_size=input_sentence_size,
         num_proc=num_proc,
         sources=sources,
+        **({"input_sentence_size": input_sentence_size} if input_sentence_size else {}),
     )
     preprocess(opts, out, force=force, log=_say)
 

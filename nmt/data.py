@@ -40,6 +40,7 @@ from nmt.stages import (
     read_batches,
     sample_rows,
 )
+from nmt.tokenizer import SPM_SAMPLE_SENTENCES
 
 SPLITS = ("train", "valid", "test")
 META = "meta.json"
@@ -80,7 +81,7 @@ class PreprocessOptions:
     max_len: int = 250  # subword tokens, training pairs only
     max_ratio: float = 3.0
     dedupe: bool = False
-    input_sentence_size: int = 2_000_000
+    input_sentence_size: int = SPM_SAMPLE_SENTENCES
     num_proc: int = 1
     sources: dict[str, Source] = field(default_factory=dict)
 

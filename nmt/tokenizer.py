@@ -16,6 +16,9 @@ from nmt.errors import NMTError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
 CJK_LANGS = {"zh", "ja", "ko"}
+# Sentences SentencePiece trains on (a random sample of bigger corpora): its time and memory
+# grow with the sample, and on big corpora it is the slowest and largest preprocessing stage.
+SPM_SAMPLE_SENTENCES = 1_000_000
 
 
 def default_character_coverage(*langs: str) -> float:
@@ -29,7 +32,7 @@ def train_sentencepiece(
     vocab_size: int,
     model_type: str = "unigram",
     character_coverage: float = 1.0,
-    input_sentence_size: int = 2_000_000,
+    input_sentence_size: int = SPM_SAMPLE_SENTENCES,
     what: str = "",
     num_threads: int = 2,
 ) -> Path:
