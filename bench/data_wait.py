@@ -27,7 +27,11 @@ def timed_collate(self, idx, device):
 
 batching.TrainBatches.collate = timed_collate
 config, data, run = sys.argv[1:4]
-cfg = load_config(config, [f"data.dir={data}", "train.valid_every=100000", "train.valid_bleu=false"] + sys.argv[4:])
+cfg = load_config(
+    config,
+    [f"data.dir={data}", "train.valid_every=100000", "train.valid_bleu=false"]
+    + ["train.best_metric=loss", *sys.argv[4:]],
+)
 summary = train(cfg, run, quiet=True)
 print(
     json.dumps(

@@ -30,7 +30,7 @@ def main() -> None:
             steps = int(x.split("=")[1])
     cmd = [sys.executable, "-m", "nmt", "train", config, "-o", run, "-q", f"data.dir={data}"]
     cmd += [f"train.max_steps={steps}", "train.log_every=50", "train.valid_every=100000"]
-    cmd += ["train.valid_bleu=false", *extra]
+    cmd += ["train.valid_bleu=false", "train.best_metric=loss", *extra]
     log = Path(run) / "train.log"
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

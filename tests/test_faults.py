@@ -4,6 +4,7 @@ checkpoint writes, temp files of killed processes, and numbers the config must r
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import signal
@@ -42,12 +43,17 @@ def nmt(*args, limit: int | None = None, **kw):
     )
 
 
+STAGE_LINE = re.compile(r"^(read|clean|sentencepiece|encode|write): [\d,]+ (pairs|sentences) in ")
+
+
 def one_line_error(res, *needles):
+    """One error line, last; only the summary lines of finished preprocess stages before it."""
     assert res.returncode != 0
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nmt: error:"), res.stderr[-3000:]
+    *progress, line = res.stderr.strip().splitlines()
+    assert line.startswith("nmt: error:"), res.stderr[-3000:]
+    assert all(STAGE_LINE.match(p) for p in progress), res.stderr[-3000:]
     for n in needles:
-        assert n in lines[0], lines[0]
+        assert n in line, line
 
 
 def dead_pid() -> int:
