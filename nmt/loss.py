@@ -35,17 +35,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Forward computes the loss and both gradients; backward only scales them."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, y: Tensor, eps: float, chunk: int) -> Tensor:
+    def forward(ctx, h: Tensor, weight: Tensor, y: Tensor, eps: float, chunk: int, mm_dtype):
         ctx.h_dtype, ctx.w_dtype = h.dtype, weight.dtype
         acc = torch.promote_types(h.dtype, torch.float32)  # float32 at least, for 16-bit inputs
-        h, weight = h.to(acc), weight.to(acc)
-        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
-        total = h.new_zeros(())
+        h32, w32 = h.to(acc), weight.to(acc)
+        # the three products run in `mm_dtype` (bf16/fp16 under autocast, else float32); the
+        # softmax, the loss and the sums over chunks stay in float32
+        h_mm, w_mm = h.to(mm_dtype or acc), weight.to(mm_dtype or acc)
+        grad_h, grad_w = torch.empty_like(h32), torch.zeros_like(w32)
+        total = h32.new_zeros(())
         V = weight.size(0)
-        weight_t = weight.t().contiguous()  # (d, V): a faster layout for the forward product
+        weight_t = w_mm.t().contiguous()  # (d, V): a faster layout for the forward product
         for s in range(0, h.size(0), chunk):
-            hc, yc = h[s : s + chunk], y[s : s + chunk]
-            z = hc @ weight_t  # (C, V)
+            hc, yc = h_mm[s : s + chunk], y[s : s + chunk]
+            z = (hc @ weight_t).to(acc)  # (C, V)
             keep = yc != PAD_ID
             # Seven passes over the chunk, all but the first two in place: loss terms, max,
             # exp, sum, then the gradient softmax - (1 - eps) * onehot - eps / V.
@@ -61,8 +64,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g.scatter_add_(1, yc[:, None], g.new_full((yc.size(0), 1), eps - 1))
             if not keep.all():
                 g[~keep] = 0
-            torch.mm(g, weight, out=grad_h[s : s + chunk])
-            grad_w.addmm_(g.t(), hc)
+            if mm_dtype is None:
+                torch.mm(g, w32, out=grad_h[s : s + chunk])
+                grad_w.addmm_(g.t(), hc)
+            else:
+                g = g.to(mm_dtype)
+                grad_h[s : s + chunk] = g @ w_mm
+                grad_w += g.t() @ hc
         ctx.save_for_backward(grad_h.to(ctx.h_dtype), grad_w.to(ctx.w_dtype))
         return total.to(ctx.h_dtype)
 
@@ -70,7 +78,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None, None
+        return grad_h * grad_out, grad_w * grad_out, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -78,20 +86,27 @@ def linear_cross_entropy(
 ) -> Tensor:
     """Summed label-smoothed cross-entropy of logits `h @ weight.T` over non-pad targets.
 
-    h (N, d), weight (V, d), y (N,). Under autocast the plain form is used (mixed-precision
-    matmuls with float32 accumulation are what autocast already does well).
+    h (N, d), weight (V, d), y (N,). Under autocast the products run in the autocast dtype and
+    everything after them (softmax, loss, the sums of gradients over chunks) in float32. Inside
+    `torch.compile` the plain form is traced instead: the compiler fuses it itself.
     """
-    if torch.is_autocast_enabled(h.device.type):
+    if torch.compiler.is_compiling():
         logits = (h @ weight.t()).float()
         return F.cross_entropy(
             logits, y, ignore_index=PAD_ID, label_smoothing=label_smoothing, reduction="sum"
         )
+    device = h.device.type
+    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(h, weight, y, label_smoothing, chunk)
+        with torch.autocast(device, enabled=False):
+            return _LinearCrossEntropy.apply(h, weight, y, label_smoothing, chunk, mm_dtype)
     acc = torch.promote_types(h.dtype, torch.float32)
     total = h.new_zeros((), dtype=acc)
-    for s in range(0, h.size(0), chunk):  # no gradients needed: the loss alone, chunk by chunk
-        yc = y[s : s + chunk]
-        loss, _ = _chunk_loss((h[s : s + chunk] @ weight.t()).to(acc), yc, label_smoothing)
-        total += loss.masked_fill(yc == PAD_ID, 0).sum()
+    w_mm = weight.to(mm_dtype or weight.dtype)
+    with torch.autocast(device, enabled=False):
+        for s in range(0, h.size(0), chunk):  # no gradients needed: the loss alone, by chunk
+            yc = y[s : s + chunk]
+            z = (h[s : s + chunk].to(w_mm.dtype) @ w_mm.t()).to(acc)
+            loss, _ = _chunk_loss(z, yc, label_smoothing)
+            total += loss.masked_fill(yc == PAD_ID, 0).sum()
     return total.to(h.dtype)

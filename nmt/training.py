@@ -135,24 +135,50 @@ def _restore_fused(optimizer, device) -> None:
 
 
 def _autocast(precision: str, device: torch.device):
-    """A context factory: mixed precision on CUDA, nothing elsewhere."""
-    if precision == "fp32" or device.type != "cuda":
+    """A context factory: bf16/fp16 autocast on the training device (CUDA, or CPU), or none."""
+    if precision == "fp32":
         return nullcontext
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast("cuda", dtype=dtype)
+    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def _grad_scaler(precision: str, device: torch.device):
-    return torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def _fast_float32_matmuls(device: torch.device) -> None:
+    """TF32 tensor cores for the float32 products left outside autocast (CUDA only)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def compile_model(model, backend: str = "inductor"):
+    """`torch.compile` with dynamic shapes: token-bucketed batches change (B, S, T) at every
+    step, and one graph serves them all instead of a recompile per shape."""
+    return torch.compile(model, dynamic=True, backend=backend)
+
+
+def _compile_report() -> str:
+    """Dynamo's counters for the log: graphs built, graph breaks, frames compiled (one per
+    compiled function plus one per recompile)."""
+    counters = torch._dynamo.utils.counters
+    breaks = sum(counters["graph_break"].values())
+    return (
+        f"compile: {counters['stats']['unique_graphs']} graphs, {breaks} graph breaks, "
+        f"{counters['frames']['ok']} frame compiles"
+    )
 
 
 def _wrap_for_training(model, cfg, device: torch.device, world: int):
     """The module the loop calls: compiled and/or wrapped in DDP as configured."""
     if cfg.compile:
-        model = torch.compile(model)
+        model = compile_model(model)
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, gradient_as_bucket_view=True
+        )
     return model
 
 
@@ -325,6 +351,17 @@ class _Interrupt:
             signal.signal(s, handler)
 
 
+def _sync_point(step: int, cfg) -> bool:
+    """Steps at which the ranks of a DDP run decide together whether to stop (one all-reduce):
+    logging, validation and the last step of the budget. Time budgets, signals and patience
+    take effect at the next one."""
+    return (
+        step % cfg.log_every == 0
+        or step % cfg.valid_every == 0
+        or bool(cfg.max_steps and step >= cfg.max_steps)
+    )
+
+
 def _budget_reason(cfg: Config, progress: Progress) -> str | None:
     if cfg.train.max_steps and progress.step >= cfg.train.max_steps:
         return f"reached max_steps={cfg.train.max_steps}"
@@ -365,6 +402,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = _pick_device(cfg.train.device)
+        _fast_float32_matmuls(self.device)
         self.rank, self.world = _init_distributed(self.device)
         self.main = self.rank == 0
         if cfg.train.threads:
@@ -543,6 +581,8 @@ class Trainer:
         if p.step % cfg.log_every == 0 or p.step == 1:
             self.log_train()
         p.train_seconds = time.time() - self.run_t0
+        if self.world > 1 and not _sync_point(p.step, cfg):
+            return None  # ranks agree on stopping at sync points only: no all-reduce per step
         stop = _budget_reason(self.cfg, p)
         if p.step % cfg.valid_every == 0 or stop:
             t0 = time.time()
@@ -662,6 +702,8 @@ class Trainer:
         log.line(f"stopped at step {p.step}: {stop}")
         wait_share = self.data_wait / max(p.train_seconds - self.trained_before, 1e-9)
         log.line(f"waited for data {self.data_wait:.2f}s, {100 * wait_share:.2f}% of training time")
+        if self.cfg.train.compile:
+            log.line(_compile_report())
         if self.world > 1:
             log.line(
                 f"ranks in sync: parameter checksum {_check_in_sync(self.model, self.world):.6e}"

@@ -58,3 +58,14 @@ def tiny_checkpoint(toy_data_dir, tmp_path_factory):
     overrides += ["train.valid_every=2", "train.valid_bleu=false", "train.best_metric=loss"]
     train(load_config(None, [f"data.dir={toy_data_dir}", *overrides]), run, quiet=True)
     return run / "best.pt"
+
+
+DEVICES = ["cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each device this machine has: tests using it run on the GPU too where there is one."""
+    import torch
+
+    return torch.device(request.param)

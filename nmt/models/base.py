@@ -62,7 +62,7 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
             return F.dropout(x, self.p, True)
         keep = random_int16(x.numel()).view(x.shape) >= self.threshold
         return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - self.p))  # backward keeps 1-byte mask
@@ -142,8 +142,8 @@ class Seq2Seq(nn.Module):
         hidden, _, _ = self.decode_hidden(tgt_in, encoded)
         if tgt_out is None:
             return self.generator(hidden)
-        keep = tgt_out.reshape(-1) != PAD_ID  # padded positions cost no output projection
-        hidden = hidden.reshape(-1, hidden.size(-1))[keep]
-        return linear_cross_entropy(
-            hidden, self.generator.weight, tgt_out.reshape(-1)[keep], label_smoothing
-        )
+        hidden, tgt_out = hidden.reshape(-1, hidden.size(-1)), tgt_out.reshape(-1)
+        if not torch.compiler.is_compiling():  # a data-dependent shape would break the graph
+            keep = tgt_out != PAD_ID  # padded positions cost no output projection
+            hidden, tgt_out = hidden[keep], tgt_out[keep]
+        return linear_cross_entropy(hidden, self.generator.weight, tgt_out, label_smoothing)

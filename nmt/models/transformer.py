@@ -49,6 +49,14 @@ class LearnedPositions(nn.Module):
 POSITIONS = {"sinusoidal": SinusoidalPositions, "learned": LearnedPositions}
 
 
+def key_padding_mask(src_mask: Tensor) -> Tensor | None:
+    """(B, 1, 1, S) mask over keys for SDPA, or None when nothing is padded: on a GPU a masked
+    call cannot use the flash kernel. Compiled graphs keep the mask (no data-dependent branch)."""
+    if torch.compiler.is_compiling() or not bool(src_mask.all()):
+        return src_mask[:, None, None, :]  # broadcast over heads and queries
+    return None
+
+
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)."""
 
@@ -164,7 +172,7 @@ class DecoderLayer(nn.Module):
         k, v = self.self_attn.keys_values(h)  # (B, H, T, d_head)
         if past_kv is not None:  # one incremental step: attend to every earlier position
             k, v = torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2)
-        y, _ = self.self_attn(h, k, v, causal=past_kv is None and x.size(1) > 1)
+        y, _ = self.self_attn(h, k, v, causal=past_kv is None)  # one query: causal is a no-op
         x = self.sub1.out(x, y)
         y, attn = self.cross_attn(
             self.sub2.inp(x), *cross_kv, mask=src_mask, need_weights=need_weights
@@ -200,7 +208,7 @@ class Transformer(Seq2Seq):
         return self.dropout(embed(ids) + self.positions(ids.size(1), offset))  # (B, T, d_model)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
-        mask = src_mask[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries
+        mask = key_padding_mask(src_mask)
         x = self.embed(self.src_embed, src)
         for layer in self.encoder_layers:
             x = layer(x, mask)
@@ -220,7 +228,7 @@ class Transformer(Seq2Seq):
         return cache
 
     def decode_hidden(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
-        src_mask = encoded["src_mask"][:, None, None, :]
+        src_mask = key_padding_mask(encoded["src_mask"])
         offset = 0 if cache is None else cache["self_k0"].size(2)
         x = self.embed(self.tgt_embed, tgt_in, offset)  # (B, T, d_model)
         new_cache: Cache | None = None if cache is None else {}
