@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DEVICE=cuda STEPS=300 PAIRS= OUT=bench/results/gpu TESTS=1
+DEVICE=cuda STEPS=200 PAIRS= OUT=bench/results/gpu TESTS=1
 
 prepare() {
   mkdir -p .gpudata .whl
@@ -87,8 +87,8 @@ for variant in "eager-bf16 train.compile=false train.precision=bf16" \
   set -- $variant
   name=$1; shift
   stage "train $name"
-  "$PY" bench/gpu_bench.py train "$WORK/bin" "$WORK/run-$name" --config "$CFG" --steps "$STEPS" \
-    --name "$name" --json "$OUT/train-$name.json" "${SMALL[@]}" "$@" || true
+  "$PY" bench/gpu_bench.py train "$WORK/bin" "$WORK/run-$name" "${SMALL[@]}" "$@" \
+    --config "$CFG" --steps "$STEPS" --name "$name" --json "$OUT/train-$name.json" || true
   parts+=("$OUT/train-$name.json")
 done
 
@@ -99,7 +99,7 @@ if [ -n "$CKPT" ]; then
   for beam in 1 5; do
     stage "decode beam $beam"
     "$PY" bench/gpu_bench.py decode "$CKPT" "$WORK/test.de" --beam "$beam" --device "$DEVICE" \
-      --json "$OUT/decode-b$beam.json" || true
+      --batch-tokens "$( [ "$DEVICE" = cuda ] && echo 32000 || echo 8000 )" --json "$OUT/decode-b$beam.json" || true
     parts+=("$OUT/decode-b$beam.json")
   done
 fi

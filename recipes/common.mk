@@ -8,6 +8,8 @@ NAME ?= $(notdir $(HERE))
 DATA_BIN ?= $(ROOT)/data-bin/$(NAME)
 RUNS ?= $(ROOT)/runs/$(NAME)
 BACKENDS ?= rnn rnn_attention transformer
+# train-transformer-base: the one-GPU preset (bf16, compile), not part of `all`
+GPU_PRESETS ?= transformer-base
 PREPROCESS_ARGS ?=
 TRAIN_ARGS ?=
 BEAM ?= 5
@@ -15,7 +17,7 @@ AVERAGE ?= 5
 INPUT ?= $(DATA_BIN)/test.src
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: data $(addprefix train-,$(BACKENDS)) average evaluate translate all
+.PHONY: data $(addprefix train-,$(BACKENDS) $(GPU_PRESETS)) average evaluate translate all
 
 data: $(DATA_BIN)/meta.json
 
@@ -23,7 +25,7 @@ $(DATA_BIN)/meta.json:
 	@test -e "$(DATA)" || { echo "no corpus at DATA=$(DATA): point DATA at it (see README.md)"; exit 1; }
 	$(NMT) preprocess --src $(SRC) --tgt $(TGT) $(SPLITS) --out $(DATA_BIN) $(PREPROCESS_ARGS)
 
-$(addprefix train-,$(BACKENDS)): train-%: data
+$(addprefix train-,$(BACKENDS) $(GPU_PRESETS)): train-%: data
 	$(NMT) train $(HERE)/$*.yaml -o $(RUNS)/$* -q data.dir=$(DATA_BIN) $(TRAIN_ARGS)
 
 # Averages each run's last $(AVERAGE) step checkpoints into averaged.pt, scores it and best.pt
