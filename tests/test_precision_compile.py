@@ -113,3 +113,27 @@ def test_compiled_losses_match_eager_with_bounded_recompiles(backend):
         loss.backward()
     if backend == "transformer":
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_follows_fp32(toy_data_dir, tmp_path, precision):
+    """Autocast runs on CPU too (fp16 with the grad scaler): same start, close losses."""
+    from nmt.training import train
+    from tests.test_training import tiny_cfg
+
+    losses = {}
+    for p in ("fp32", precision):
+        cfg = tiny_cfg(
+            toy_data_dir,
+            "train.max_steps=4",
+            "train.valid_every=4",
+            "train.valid_bleu=false",
+            "train.best_metric=loss",
+            "train.device=cpu",
+            f"train.precision={p}",
+        )
+        losses[p] = [loss for _, loss in train(cfg, tmp_path / p, quiet=True)["losses"]]
+    assert len(losses[precision]) == 4
+    assert all(torch.isfinite(torch.tensor(losses[precision])))
+    torch.testing.assert_close(losses[precision][0], losses["fp32"][0], rtol=3e-2, atol=0)
+    torch.testing.assert_close(losses[precision], losses["fp32"], rtol=0.1, atol=0)
