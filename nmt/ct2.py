@@ -14,8 +14,8 @@ import hashlib
 import json
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
-from nmt.config import Config, from_dict
 from nmt.errors import NMTError
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import EOS_ID, Tokenizer
@@ -54,7 +54,7 @@ class CT2Translator(TranslatorBase):
 
     has_attention = True  # a Transformer: cross-attention for --alignment / --attention-plot
 
-    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, manifest: dict):
+    def __init__(self, model, tokenizer: Tokenizer, cfg, manifest: dict):
         self.model, self.tokenizer, self.cfg, self.manifest = model, tokenizer, cfg, manifest
         self.max_len = cfg.model.max_len
 
@@ -73,7 +73,7 @@ class CT2Translator(TranslatorBase):
             raise NMTError(f"--device must be cpu or cuda, not {device!r}")
         if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
             raise NMTError("--device cuda asked for, but no CUDA device is available")
-        cfg = from_dict(Config, manifest["config"])
+        cfg = _config_view(manifest["config"])
         names = list(manifest["spm"])
         tokenizer = Tokenizer.from_files(*(d / n for n in names))
         try:
@@ -171,6 +171,13 @@ class CT2Translator(TranslatorBase):
                 att = np.asarray(result.attention[k], dtype=np.float32)  # (steps, S)
             hyps.append(Hypothesis(tokens, score, att))
         return sorted(hyps, key=lambda h: -h.score)[: opts.n_best]
+
+
+def _config_view(raw: dict) -> SimpleNamespace:
+    """The exported model's config as attributes (`cfg.model.max_len`, `cfg.data.dir`). It was
+    checked when exported; `nmt.config.Config` would check it again through the backend tables,
+    which import torch."""
+    return SimpleNamespace(**{k: SimpleNamespace(**v) for k, v in raw.items()})
 
 
 def length_limit(src_len: int, opts: SearchOptions, max_len: int) -> int:
