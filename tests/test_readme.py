@@ -46,7 +46,12 @@ HOW = {
     # a full-size Transformer: started as written, stopped with Ctrl-C once it trains
     "nmt train recipes/multi30k-de-en/transformer.yaml -o runs/deen train.lr=1e-3 model.dropout=0.2": INTERRUPT,
     # four processes: its options are checked; 2-process DDP runs in tests/test_training.py
-    "torchrun --nproc_per_node 4 -m nmt train cfg.yaml -o runs/ddp": OPTIONS,
+    "torchrun --standalone --nproc-per-node 4 -m nmt train cfg.yaml -o runs/ddp": OPTIONS,
+    # two nodes: tests/test_training.py runs them behind make test-multinode
+    "torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d "
+    "--rdzv-endpoint node0.example:29500 --rdzv-id deen -m nmt train cfg.yaml -o runs/deen": OPTIONS,
+    "torchrun --nnodes 2 --node-rank 1 --nproc-per-node 8 --rdzv-backend c10d "
+    "--rdzv-endpoint node0.example:29500 --rdzv-id deen -m nmt train cfg.yaml -o runs/deen": OPTIONS,
     "nmt train cfg.yaml -o runs/deen --resume": INTERRUPT,
     "nmt translate -c runs/deen/best.pt input.de -o output.en": RUN,
     "cat input.de | nmt translate -c runs/deen/best.pt --beam 1 > out.en": RUN,
@@ -61,6 +66,8 @@ HOW = {
     "nmt translate -c runs/deen/ct2 --buffer 1": RUN,
     "nmt evaluate -c runs/deen/ct2 -d data-bin/multi30k-de-en --split test": RUN,
     "make -C recipes/multi30k-de-en all": MAKE_DRY,
+    "make -C recipes/iwslt14-de-en all": MAKE_DRY,
+    'make -C recipes/iwslt14-de-en all DATA=/data/iwslt14 TRAIN_ARGS="train.max_time=120"': MAKE_DRY,
     'make -C recipes/multi30k-en-de train-transformer DATA=/path/to/multi30k TRAIN_ARGS="train.max_time=20"': MAKE_DRY,
     "make -C recipes/tatoeba-zh-en evaluate BEAM=5": MAKE_DRY,
     "make -C recipes/multi30k-de-en export": MAKE_DRY,
