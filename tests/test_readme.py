@@ -46,6 +46,7 @@ HOW = {
     # a full-size Transformer: started as written, stopped with Ctrl-C once it trains
     "nmt train recipes/multi30k-de-en/transformer.yaml -o runs/deen train.lr=1e-3 model.dropout=0.2": INTERRUPT,
     # four processes: its options are checked; 2-process DDP runs in tests/test_training.py
+    "torchrun --nproc_per_node 4 -m nmt train cfg.yaml -o runs/ddp": OPTIONS,
     "torchrun --standalone --nproc-per-node 4 -m nmt train cfg.yaml -o runs/ddp": OPTIONS,
     # two nodes: tests/test_training.py runs them behind make test-multinode
     "torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d "
