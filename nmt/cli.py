@@ -13,6 +13,7 @@ import typer
 
 from nmt.config import BATCH_TOKENS, BEAM, LENGTH_PENALTY
 from nmt.errors import Interrupted, NMTError
+from nmt.export import QUANTIZATIONS
 
 app = typer.Typer(
     name="nmt",
@@ -158,11 +159,15 @@ def train(
 @app.command()
 def translate(
     inputs: list[Path] = typer.Argument(None, help="Input files (default: stdin)."),
-    ckpt: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint (e.g. runs/x/best.pt)."),
+    ckpt: Path = typer.Option(
+        ..., "--checkpoint", "-c", help="Checkpoint (e.g. runs/x/best.pt) or nmt export dir."
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: stdout)."
     ),
-    beam: int = typer.Option(BEAM, "--beam", "-b", help="Beam size (1: greedy)."),
+    beam: int | None = typer.Option(
+        None, "--beam", "-b", help=f"Beam size (1: greedy) [default: {BEAM}; 1 with --sample]."
+    ),
     batch_tokens: int = typer.Option(BATCH_TOKENS, help="Source tokens per batch."),
     alpha: float = typer.Option(
         LENGTH_PENALTY, "--length-penalty", help="GNMT length penalty alpha."
@@ -183,6 +188,9 @@ def translate(
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     seed: int = typer.Option(1, help="Random seed for sampling."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    buffer: int | None = typer.Option(
+        None, help="Translate and flush every N lines (default: 1 when typed in, else chunks)."
+    ),
 ) -> None:
     """Translate files or stdin, one output line per input line, in order."""
     from nmt.translate import run_translation
@@ -211,13 +219,28 @@ def translate(
         seed=seed,
         progress=not quiet and sys.stderr.isatty(),
         log=_say,
+        buffer=buffer,
     )
+
+
+@app.command()
+def export(
+    ckpt: Path = typer.Argument(..., help="Transformer checkpoint (e.g. runs/x/final.pt)."),
+    output: Path = typer.Option(..., "--output", "-o", help="CTranslate2 model dir to write."),
+    quantization: str = typer.Option("float32", help=f"Weight type: {', '.join(QUANTIZATIONS)}."),
+    force: bool = typer.Option(False, help="Replace an existing output dir."),
+) -> None:
+    """Export a Transformer checkpoint to CTranslate2 (run it with translate/evaluate -c DIR)."""
+    from nmt.export import export as run_export
+
+    run_export(ckpt, output, quantization, force=force)
+    _say(f"exported {ckpt} ({quantization}) to {output}")
 
 
 @app.command()
 def evaluate(
     ckpt: Path | None = typer.Option(
-        None, "--checkpoint", "-c", help="Checkpoint to translate with."
+        None, "--checkpoint", "-c", help="Checkpoint (or nmt export dir) to translate with."
     ),
     data: Path | None = typer.Option(
         None, "--data", "-d", help="Data dir (default: the checkpoint's)."

@@ -80,7 +80,7 @@ def evaluate(
     else:
         if checkpoint is None:
             raise NMTError("give --checkpoint (to translate) or --hypothesis (to score a file)")
-        from nmt.search import SearchOptions
+        from nmt.search_options import SearchOptions
         from nmt.translate import Translator
 
         translator = Translator.load(checkpoint, device, threads)

@@ -7,53 +7,16 @@ finish leave the active batch, so a long sentence does not slow down the short o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from nmt.config import BEAM, LENGTH_PENALTY
-from nmt.errors import NMTError
 from nmt.models.base import select_batch, src_mask_of
+from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 
 NEG_INF = float("-inf")
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    beam: int = BEAM
-    alpha: float = LENGTH_PENALTY  # GNMT length penalty ((5 + len) / 6) ** alpha; 0: none
-    n_best: int = 1
-    max_len_a: float = 1.5  # max output length = a * src_len + b (capped by the model's limit)
-    max_len_b: int = 10
-    sample: bool = False  # sampling instead of search (beam must be 1)
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    no_repeat_ngram: int = 0
-    attention: bool = False  # return attention weights of the chosen hypotheses
-
-    def __post_init__(self):
-        if self.beam < 1 or self.n_best < 1:
-            raise NMTError("beam and n-best must be >= 1")
-        if self.n_best > self.beam and not self.sample:
-            raise NMTError(f"n-best ({self.n_best}) cannot exceed the beam size ({self.beam})")
-        if self.sample and self.beam != 1:
-            raise NMTError("sampling draws one hypothesis per sentence: use beam 1 with sampling")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise NMTError("need temperature > 0, 0 < top-p <= 1 and top-k >= 0")
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int]  # without BOS/EOS
-    score: float  # log-probability (length-normalised in beam search)
-    attention: Tensor | None = field(default=None, repr=False)  # (len(tokens) + 1, S)
-
-
-def length_penalty(length: Tensor | int, alpha: float):
-    return ((5.0 + length) / 6.0) ** alpha
 
 
 @torch.no_grad()

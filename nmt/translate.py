@@ -2,6 +2,8 @@
 
 Sentences are sorted by length and batched by tokens for speed; results come back in input order.
 Inputs longer than the model's limit are truncated with a warning; blank lines stay blank.
+`Translator.load` also opens a CTranslate2 export dir (`nmt.ct2`); torch is imported only on the
+torch path, so this module imports none of it at the top.
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from nmt import checkpoint
-from nmt.batching import bucket_batches, pad
-from nmt.config import BATCH_TOKENS, BEAM, Config, from_dict
+from nmt.config import BATCH_TOKENS, Config, from_dict
 from nmt.errors import NMTError
 from nmt.files import atomic_write, disk_error, read_lines, remove_stale_temps
-from nmt.models import build_model
-from nmt.search import Hypothesis, SearchOptions, generate
+from nmt.search_options import SearchOptions
 from nmt.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    import torch
+
+    from nmt.search_options import Hypothesis
+
+CHUNK = 5000  # lines read, sorted by length and translated together on the chunked path
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Translation:
     score: float
     src_pieces: list[str]
     tgt_pieces: list[str]
-    attention: torch.Tensor | None = None  # (len(tgt_pieces), len(src_pieces))
+    attention: torch.Tensor | None = None  # (len(tgt_pieces), len(src_pieces)); numpy on ct2
 
     def alignment(self) -> str:
         """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
@@ -50,6 +55,9 @@ def decode_corpus(
     model, src_ids: list[list[int]], opts: SearchOptions, max_len: int, batch_tokens: int, device
 ) -> list[list[Hypothesis]]:
     """Search over many encoded sentences (none empty); results in input order."""
+    from nmt.batching import bucket_batches, pad
+    from nmt.search import generate
+
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     # beams multiply the work per sentence: keep the batch's state size similar
     budget = max(batch_tokens // max(1, opts.beam // 2), 64)
@@ -61,41 +69,32 @@ def decode_corpus(
     return results
 
 
-class Translator:
-    """A trained model with its tokenizer, ready to translate lists of strings."""
+class TranslatorBase:
+    """What every translator shares: string in, `Translation`s out, in input order, streaming.
 
-    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, device: torch.device):
-        self.model, self.tokenizer, self.cfg, self.device = model.eval(), tokenizer, cfg, device
-        self.max_len = cfg.model.max_len
+    Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention` and implement `seed(seed)`
+    and `search(ids, opts, batch_tokens)`: n-best `Hypothesis` lists per encoded sentence (ids
+    end with EOS, none empty), in input order.
+    """
 
-    @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", threads: int = 0) -> Translator:
-        """Rebuild a model from a checkpoint alone."""
-        if threads > 0:
-            torch.set_num_threads(threads)
-        if device == "cuda" and not torch.cuda.is_available():
-            raise NMTError("--device cuda asked for, but no CUDA device is available")
-        state = checkpoint.load(path)
-        try:
-            cfg = from_dict(Config, state["config"])
-            tok = state["tokenizer"]
-            tokenizer = Tokenizer(
-                checkpoint.tensor_to_bytes(tok["src"]),
-                checkpoint.tensor_to_bytes(tok["tgt"]) if tok.get("tgt") is not None else None,
-            )
-            model = build_model(
-                cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, tokenizer.joint
-            )
-            model.load_state_dict(state["model"])
-        except (KeyError, RuntimeError, TypeError) as e:
-            raise NMTError(
-                f"{path}: checkpoint is incomplete or does not match its config ({str(e)[:100]})"
-            ) from None
-        dev = torch.device(device)
-        return cls(model.to(dev), tokenizer, cfg, dev)
+    tokenizer: Tokenizer
+    cfg: Config
+    max_len: int
+    has_attention: bool
+
+    def seed(self, seed: int) -> None:
+        """Seed the random draws of sampling."""
+        raise NotImplementedError
+
+    def search(self, ids: list[list[int]], opts: SearchOptions, batch_tokens: int) -> list[list]:
+        raise NotImplementedError
 
     def translate(
-        self, sentences: list[str], beam: int = BEAM, batch_tokens: int = BATCH_TOKENS, **search
+        self,
+        sentences: list[str],
+        beam: int | None = None,
+        batch_tokens: int = BATCH_TOKENS,
+        **search,
     ) -> list[str]:
         """Translate strings; the best hypothesis per sentence (a warning for each input
         truncated to the model's length limit)."""
@@ -118,7 +117,7 @@ class Translator:
             if len(seq) > self.max_len:
                 warn(todo[k], len(seq))
                 ids[k] = seq[: self.max_len - 1] + seq[-1:]  # keep </s>
-        hyps = decode_corpus(self.model, ids, opts, self.max_len, batch_tokens, self.device)
+        hyps = self.search(ids, opts, batch_tokens) if ids else []
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
         for k, i in enumerate(todo):
             src_pieces = None
@@ -150,7 +149,7 @@ class Translator:
         lines: Iterable[str],
         opts: SearchOptions,
         batch_tokens: int = BATCH_TOKENS,
-        chunk: int = 5000,
+        chunk: int = CHUNK,
         warn: Callable[[int, int], None] | None = None,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
@@ -174,14 +173,93 @@ class Translator:
             yield from flush()
 
 
+@contextmanager
+def _no_random_init():
+    """Build modules without drawing their random initial weights (a third of a second for a
+    Multi30k Transformer on this CPU): `torch.nn.init`'s in-place initialisers do nothing."""
+    import torch
+
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    for n in names:
+        setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+
+
+class Translator(TranslatorBase):
+    """A trained torch model with its tokenizer, ready to translate lists of strings."""
+
+    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, device: torch.device):
+        self.model, self.tokenizer, self.cfg, self.device = model.eval(), tokenizer, cfg, device
+        self.max_len = cfg.model.max_len
+        self.has_attention = model.has_attention
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu", threads: int = 0) -> TranslatorBase:
+        """Rebuild a model from a checkpoint alone; an `nmt export` dir opens on CTranslate2."""
+        if Path(path).is_dir():
+            from nmt.ct2 import CT2Translator
+
+            return CT2Translator.load(path, device, threads)
+        import torch
+
+        from nmt import checkpoint
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise NMTError("--device cuda asked for, but no CUDA device is available")
+        return cls.from_state(checkpoint.load(path), path, device)
+
+    @classmethod
+    def from_state(cls, state: dict, path: str | Path, device: str = "cpu") -> Translator:
+        """Rebuild a model from a loaded checkpoint (`path` names it in errors)."""
+        import torch
+
+        from nmt import checkpoint
+        from nmt.models import build_model
+
+        try:
+            cfg = from_dict(Config, state["config"])
+            tok = state["tokenizer"]
+            tokenizer = Tokenizer(
+                checkpoint.tensor_to_bytes(tok["src"]),
+                checkpoint.tensor_to_bytes(tok["tgt"]) if tok.get("tgt") is not None else None,
+            )
+            with _no_random_init():  # every weight comes from the checkpoint (strict load)
+                model = build_model(
+                    cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, tokenizer.joint
+                )
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise NMTError(
+                f"{path}: checkpoint is incomplete or does not match its config ({str(e)[:100]})"
+            ) from None
+        dev = torch.device(device)
+        return cls(model.to(dev), tokenizer, cfg, dev)
+
+    def seed(self, seed: int) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+
+    def search(self, ids: list[list[int]], opts: SearchOptions, batch_tokens: int) -> list[list]:
+        return decode_corpus(self.model, ids, opts, self.max_len, batch_tokens, self.device)
+
+
 def plot_attention(t: Translation, path: Path) -> None:
     """Heatmap of one sentence's attention: source pieces across, target pieces down."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    att = t.attention[: len(t.tgt_pieces), : len(t.src_pieces)].numpy()
+    att = np.asarray(t.attention[: len(t.tgt_pieces), : len(t.src_pieces)])
     fig, ax = plt.subplots(
         figsize=(max(4, 0.4 * len(t.src_pieces) + 2), max(3, 0.35 * len(t.tgt_pieces) + 2))
     )
@@ -208,19 +286,27 @@ def run_translation(
     seed: int = 1,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    buffer: int | None = None,
 ) -> int:
     """The `nmt translate` job: stream lines through a Translator into a file or stdout.
 
     A file output is written to a temporary name and renamed at the end, so an error never
-    leaves a half-written file behind. Returns the number of lines translated.
+    leaves a half-written file behind. Returns the number of lines translated. Lines are
+    translated `buffer` at a time (default: one by one when stdin is a terminal, else in chunks
+    of `CHUNK`); with a buffer set, every output line is flushed as soon as it is written.
     """
     for p in inputs:
         if not Path(p).is_file():
             raise NMTError(f"input file not found: {p}")
-    torch.manual_seed(seed)
+    if buffer is not None and buffer < 1:
+        raise NMTError("--buffer must be >= 1")
+    if buffer is None and not inputs and sys.stdin.isatty():
+        buffer = 1  # typed in: answer each line at once
+    progress = progress and buffer is None  # a bar would mix with the lines typed and answered
     opts = SearchOptions(**search, attention=alignment or attention_plot is not None)
     translator = Translator.load(ckpt, device, threads)
-    if opts.attention and not translator.model.has_attention:
+    translator.seed(seed)
+    if opts.attention and not translator.has_attention:
         raise NMTError(
             f"the {translator.cfg.model.backend} backend has no attention: "
             "--alignment/--attention-plot need a backend with attention"
@@ -239,9 +325,12 @@ def run_translation(
     n = 0
     try:
         with _output(output) as out:
-            stream = translator.translate_stream(read_lines(inputs), opts, batch_tokens, warn=warn)
+            lines = read_lines(inputs)
+            stream = translator.translate_stream(lines, opts, batch_tokens, buffer or CHUNK, warn)
             for n, nbest in enumerate(stream, 1):
                 out.write(_format(nbest, opts.n_best, alignment) + "\n")
+                if buffer is not None:
+                    out.flush()
                 if attention_plot is not None and nbest[0].attention is not None:
                     plot_attention(nbest[0], Path(attention_plot) / f"line-{n:06d}.png")
                 if bar is not None:

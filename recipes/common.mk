@@ -17,7 +17,7 @@ AVERAGE ?= 5
 INPUT ?= $(DATA_BIN)/test.src
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: data $(addprefix train-,$(BACKENDS) $(GPU_PRESETS)) average evaluate translate all
+.PHONY: data $(addprefix train-,$(BACKENDS) $(GPU_PRESETS)) average export evaluate translate all
 
 data: $(DATA_BIN)/meta.json
 
@@ -40,6 +40,14 @@ average:
 	  ln -sf $$pick $$r/final.pt; \
 	  echo "$$b: valid BLEU best.pt $$best, averaged.pt $$avg -> final.pt = $$pick"; \
 	done
+
+# Exports the Transformer run's final.pt (best.pt before `average`) to CTranslate2 in
+# $(RUNS)/transformer/ct2 ($(QUANTIZATION) weights); `nmt translate/evaluate -c` run it without torch.
+QUANTIZATION ?= int8
+export:
+	@b=transformer; [ -f $(RUNS)/$$b/best.pt ] || { echo "no $(RUNS)/$$b/best.pt: train-transformer first"; exit 1; }; \
+	$(NMT) export $(checkpoint) -o $(RUNS)/$$b/ct2 --quantization $(QUANTIZATION) --force && \
+	$(NMT) evaluate -c $(RUNS)/$$b/ct2 -d $(DATA_BIN) --split test --beam $(BEAM) --json $(RUNS)/$$b/results-ct2.json
 
 # Scores every trained backend (final.pt when `average` has run, else best.pt) on the test
 # split; writes results.json and results.txt (sacreBLEU scores with signatures) into its run dir.

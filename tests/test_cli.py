@@ -3,74 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
-from tests.conftest import reverse_pairs, write_parallel
-
-ENV = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-
-
-def nmt(*args, input=None, check=True):
-    res = subprocess.run(
-        [sys.executable, "-m", "nmt", *map(str, args)],
-        capture_output=True,
-        text=True,
-        input=input,
-        env=ENV,
-    )
-    if check:
-        assert res.returncode == 0, res.stderr[-3000:]
-    return res
-
-
-def one_line_error(res, *needles):
-    assert res.returncode != 0
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nmt: error:"), res.stderr[-2000:]
-    assert "Traceback" not in res.stderr
-    for n in needles:
-        assert n in lines[0]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """preprocess -> train a small Transformer on word reversal through the CLI."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    raw = tmp / "raw"
-    for split, n, seed in (("train", 2000, 11), ("valid", 50, 12), ("test", 50, 13)):
-        write_parallel(raw, split, reverse_pairs(n, seed), "xx", "yy")
-    data = tmp / "data"
-    nmt(
-        "preprocess",
-        "--src",
-        "xx",
-        "--tgt",
-        "yy",
-        "--train-prefix",
-        raw / "train",
-        "--valid-prefix",
-        raw / "valid",
-        "--test-prefix",
-        raw / "test",
-        "--vocab-size",
-        "36",
-        "--out",
-        data,
-    )
-    cfg = tmp / "cfg.yaml"
-    cfg.write_text(
-        f"data:\n  dir: {data}\n"
-        "model:\n  backend: transformer\n  d_model: 64\n  d_ff: 128\n  encoder_layers: 2\n"
-        "  decoder_layers: 2\n  dropout: 0.0\n  attention_dropout: 0.0\n  max_len: 40\n"
-        "train:\n  max_tokens: 1500\n  lr: 3e-3\n  warmup: 50\n  max_steps: 500\n  valid_every: 250\n"
-    )
-    nmt("train", cfg, "-o", tmp / "run", "train.log_every=50")
-    return tmp
+from tests.conftest import ENV, nmt, one_line_error, reverse_pairs, write_parallel  # noqa: F401
 
 
 def test_evaluate_scores_the_test_split(trained):

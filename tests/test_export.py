@@ -1,0 +1,245 @@
+"""`nmt export` to CTranslate2: exact against torch, every quantization, bad input, the CLI path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from nmt import checkpoint
+from nmt.config import Config, from_dict
+from nmt.errors import NMTError
+from nmt.evaluate import score
+from nmt.export import QUANTIZATIONS, export
+from nmt.search_options import SearchOptions
+from nmt.tokenizer import train_sentencepiece
+from nmt.translate import Translator
+from tests.conftest import ENV, nmt, one_line_error, reverse_pairs
+
+ctranslate2 = pytest.importorskip("ctranslate2")  # the [ct2] extra; `make install` installs it
+
+from nmt.ct2 import MANIFEST, CT2Translator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def toy(trained, tmp_path_factory):
+    """The Transformer trained on word reversal by the CLI tests, its float32 export, test data."""
+    tmp = tmp_path_factory.mktemp("export")
+    ckpt = trained / "run" / "best.pt"
+    export(ckpt, tmp / "ct2")
+    src = (trained / "data" / "test.src").read_text().splitlines()
+    ref = (trained / "data" / "test.tgt").read_text().splitlines()
+    data = trained / "data"
+    return {"tmp": tmp, "ckpt": ckpt, "dir": tmp / "ct2", "data": data, "src": src, "ref": ref}
+
+
+def both(toy, opts: SearchOptions):
+    torch_out = Translator.load(toy["ckpt"]).translate_detailed(toy["src"], opts)
+    ct2_out = CT2Translator.load(toy["dir"]).translate_detailed(toy["src"], opts)
+    return torch_out, ct2_out
+
+
+def test_float32_greedy_is_identical_to_torch(toy):
+    a, b = both(toy, SearchOptions(beam=1))
+    assert [x[0].text for x in a] == [y[0].text for y in b]
+    assert max(abs(x[0].score - y[0].score) for x, y in zip(a, b)) < 1e-3
+    assert sum(x[0].text == r for x, r in zip(a, toy["ref"])) > len(a) // 2  # a trained model
+
+
+@pytest.mark.parametrize("limits", [(1.5, 10), (0.5, 1)])  # the second one cuts outputs short
+def test_float32_beam5_matches_torch_with_scores_within_1e3(toy, limits):
+    """Same best hypothesis as torch's beam search for (nearly) every sentence, and every score
+    within 1e-3 of torch's score of that hypothesis. Where the two differ, CTranslate2 found a
+    better one: torch stops once `beam` hypotheses have ended, even with a better one alive."""
+    a, b = both(toy, SearchOptions(beam=5, max_len_a=limits[0], max_len_b=limits[1]))
+    same = [x[0].text == y[0].text for x, y in zip(a, b)]
+    assert sum(same) >= 0.95 * len(same)
+    for x, y, eq in zip(a, b, same):
+        if eq:
+            assert abs(x[0].score - y[0].score) < 1e-3
+        else:
+            assert y[0].score > x[0].score
+
+
+def test_nbest_comes_ranked_with_scores(toy):
+    a, b = both(toy, SearchOptions(beam=4, n_best=3, alpha=1.0))
+    for x, y in zip(a, b):
+        assert len(y) == 3 and [h.score for h in y] == sorted((h.score for h in y), reverse=True)
+        if x[0].text == y[0].text:
+            assert abs(x[0].score - y[0].score) < 1e-3
+        else:  # see above: CTranslate2 searched on where torch stopped
+            assert y[0].score > x[0].score
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_attention_rows_match_torch_cross_attention(toy, beam):
+    a, b = both(toy, SearchOptions(beam=beam, attention=True))
+    pairs = [(x[0], y[0]) for x, y in zip(a, b) if x[0].tgt_pieces == y[0].tgt_pieces]
+    assert len(pairs) >= 0.95 * len(a)  # the rest: different hypotheses (see the beam test)
+    for t, c in pairs:
+        assert t.src_pieces == c.src_pieces
+        n_src = len(t.src_pieces)  # torch's rows also span the batch's padding
+        np.testing.assert_allclose(t.attention[:, :n_src].numpy(), c.attention, atol=1e-4)
+        assert t.alignment() == c.alignment()
+
+
+def test_every_quantization_this_cpu_runs_round_trips(toy):
+    supported = ctranslate2.get_supported_compute_types("cpu")
+    src, ref = zip(*reverse_pairs(400, 99))  # more sentences than the test split: stabler BLEU
+    bleu32 = score(CT2Translator.load(toy["dir"]).translate(src, beam=1), ref)["bleu"]
+    tried = []
+    for q in QUANTIZATIONS:
+        if q not in supported:
+            continue
+        out = toy["tmp"] / f"ct2-{q}"
+        export(toy["ckpt"], out, quantization=q)
+        manifest = json.loads((out / MANIFEST).read_text())
+        assert manifest["quantization"] == q
+        hyps = CT2Translator.load(out).translate(src, beam=1)
+        assert abs(score(hyps, ref)["bleu"] - bleu32) <= 0.5, q
+        tried.append(q)
+    assert "int8" in tried and "float32" in tried
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"norm": "post"}, {"positions": "learned"}, {"tie_embeddings": False}],
+)
+def test_architecture_variants_score_like_torch(toy, tmp_path, overrides):
+    """Post-norm, learned positions, untied embeddings (random weights): CTranslate2's
+    teacher-forced log-probabilities of the references equal torch's, token by token."""
+    from nmt.models import build_model
+    from nmt.tokenizer import BOS_ID, EOS_ID
+
+    state = checkpoint.load(toy["ckpt"])
+    tok = Translator.from_state(state, toy["ckpt"]).tokenizer
+    state["config"]["model"].update(overrides)
+    cfg = from_dict(Config, state["config"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.joint).eval()
+    state["model"] = model.state_dict()
+    checkpoint.save(state, tmp_path / "v.pt")
+    export(tmp_path / "v.pt", tmp_path / "v")
+    ct2 = CT2Translator.load(tmp_path / "v").model
+    for s, r in zip(toy["src"][:8], toy["ref"][:8]):
+        src, tgt = tok.encode_src([s])[0], tok.encode_tgt([r])[0]
+        with torch.no_grad():
+            logits = model(torch.tensor([src]), torch.tensor([[BOS_ID, *tgt]]))[0]
+        want = logits.log_softmax(-1).gather(1, torch.tensor([*tgt, EOS_ID])[:, None])
+        src_pieces = [tok.src.id_to_piece(i) for i in src]
+        got = ct2.score_batch([src_pieces], [tok.tgt_pieces(tgt)])[0].log_probs
+        np.testing.assert_allclose(got, want.squeeze(1).numpy(), atol=1e-4)
+
+
+def test_cli_export_translate_and_evaluate(toy, tmp_path):
+    out = tmp_path / "ct2"
+    res = nmt("export", toy["ckpt"], "-o", out, "--quantization", "int8")
+    assert "exported" in res.stderr and (out / MANIFEST).is_file()
+    lines = toy["src"][:3]
+    text = f"{lines[0]}\n\n{lines[1]}\n{lines[2]}\n"
+    got = nmt("translate", "-c", toy["dir"], "--beam", "1", input=text).stdout.split("\n")
+    want = Translator.load(toy["ckpt"]).translate([lines[0], "", lines[1], lines[2]], beam=1)
+    assert got[:4] == want
+    nb = nmt("translate", "-c", out, "--n-best", "2", input=lines[0] + "\n").stdout
+    assert len(nb.rstrip("\n").split("\t")) == 4
+    al = nmt(
+        "translate",
+        "-c",
+        toy["dir"],
+        "--alignment",
+        "--attention-plot",
+        tmp_path / "p",
+        input=lines[0] + "\n",
+    )
+    assert "-" in al.stdout.split("\t")[1] and (tmp_path / "p" / "line-000001.png").is_file()
+    sampled = nmt(
+        "translate", "-c", out, "--sample", "--top-p", "0.9", "--temperature", "0.8", input=text
+    )
+    assert len(sampled.stdout.split("\n")) == 5
+    ev = nmt("evaluate", "-c", toy["dir"], "-d", toy["data"], "--beam", "1")
+    assert "BLEU" in ev.stdout and "50 sentences" in ev.stdout
+
+
+def test_the_exported_path_never_imports_torch(toy):
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "nmt", "translate", "-c", toy["dir"]],
+        input=toy["src"][0] + "\n",
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert res.returncode == 0 and res.stdout.strip()
+    modules = [line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line]
+    assert "ctranslate2" in modules
+    assert not [m for m in modules if m.split(".")[0] == "torch"]
+
+
+def test_interactive_buffer_answers_each_line_before_the_next(toy):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nmt",
+            "translate",
+            "-c",
+            toy["dir"],
+            "--buffer",
+            "1",
+            "--beam",
+            "1",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    want = CT2Translator.load(toy["dir"]).translate(toy["src"][:3], beam=1)
+    for line, expected in zip(toy["src"][:3], want):
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()  # the pipe stays open: only a flushed answer can come back
+        assert proc.stdout.readline().rstrip("\n") == expected
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0
+
+
+def test_device_is_checked(toy):
+    res = nmt("translate", "-c", toy["dir"], "--device", "tpu", input="a\n", check=False)
+    one_line_error(res, "--device")
+
+
+def test_bad_input_is_a_one_line_error(toy, tmp_path):
+    one_line_error(nmt("export", toy["ckpt"], "-o", toy["dir"], check=False), "--force")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    one_line_error(nmt("export", junk, "-o", tmp_path / "x", check=False), "junk.pt")
+    assert not (tmp_path / "x").exists()
+    state = checkpoint.load(toy["ckpt"])
+    state["config"]["model"]["backend"] = "rnn_attention"
+    checkpoint.save(state, tmp_path / "rnn.pt")
+    one_line_error(
+        nmt("export", tmp_path / "rnn.pt", "-o", tmp_path / "r", check=False), "transformer"
+    )
+    bad_q = nmt("export", toy["ckpt"], "-o", tmp_path / "q", "--quantization", "int4", check=False)
+    one_line_error(bad_q, "--quantization")
+
+    def broken(name, change):
+        d = tmp_path / name
+        shutil.copytree(toy["dir"], d)
+        change(d)
+        return nmt("translate", "-c", d, input="a b\n", check=False)
+
+    one_line_error(broken("nobin", lambda d: (d / "model.bin").unlink()), "model.bin is missing")
+    one_line_error(broken("noman", lambda d: (d / MANIFEST).unlink()), "not an nmt export")
+    other = train_sentencepiece(
+        ["the quick brown fox jumps over a lazy dog"] * 50, tmp_path / "o.model", 32
+    )
+    one_line_error(
+        broken("spm", lambda d: shutil.copyfile(other, d / "spm.model")), "does not match"
+    )
+    with pytest.raises(NMTError, match="transformer"):
+        export(tmp_path / "rnn.pt", tmp_path / "r2")
