@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 
 from nmt import checkpoint
+from nmt.attention_views import Views, plot_views
 from nmt.batching import bucket_batches, pad
 from nmt.config import BATCH_TOKENS, BEAM, Config, from_dict
 from nmt.errors import NMTError
 from nmt.files import atomic_write, disk_error, read_lines, remove_stale_temps
 from nmt.models import build_model
 from nmt.search import Hypothesis, SearchOptions, generate
-from nmt.tokenizer import Tokenizer
+from nmt.tokenizer import BOS_ID, Tokenizer
 
 
 @dataclass
@@ -33,6 +34,9 @@ class Translation:
     src_pieces: list[str]
     tgt_pieces: list[str]
     attention: torch.Tensor | None = None  # (len(tgt_pieces), len(src_pieces))
+    # on request, every layer and head: "cross", and for the Transformer "encoder"/"decoder"
+    # self-attention, each (layers, heads, rows, cols); see Translator.translate_detailed
+    maps: dict[str, torch.Tensor] | None = None
 
     def alignment(self) -> str:
         """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
@@ -108,9 +112,14 @@ class Translator:
         opts: SearchOptions,
         batch_tokens: int = BATCH_TOKENS,
         warn: Callable[[int, int], None] | None = None,
+        maps: bool = False,
     ) -> list[list[Translation]]:
         """n-best `Translation`s per sentence; `warn(i, n_tokens)` hears of truncated inputs
-        (by default a `warnings.warn`)."""
+        (by default a `warnings.warn`).
+
+        `maps=True` also fills `Translation.maps` with the attention of every layer and head
+        (one extra teacher-forced pass per hypothesis; needs `opts.attention` for the pieces).
+        """
         warn = warn or self._warn_truncated
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo])
@@ -131,6 +140,7 @@ class Translator:
                     src_pieces or [],
                     self.tokenizer.tgt_pieces(h.tokens) + ["</s>"] if opts.attention else [],
                     h.attention,
+                    self.attention_maps(ids[k], h.tokens) if maps else None,
                 )
                 for h in hyps[k]
             ]
@@ -145,6 +155,13 @@ class Translator:
     def _warn_truncated(self, i: int, n_tokens: int) -> None:
         warnings.warn(self.warning_for_truncation(i, n_tokens), stacklevel=4)
 
+    @torch.no_grad()
+    def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, torch.Tensor]:
+        """Attention per layer and head of one source (with </s>) and its output tokens."""
+        src = torch.tensor([src_ids], dtype=torch.long, device=self.device)
+        tgt_in = torch.tensor([[BOS_ID, *tokens]], dtype=torch.long, device=self.device)
+        return {k: v[0].cpu() for k, v in self.model.attention_maps(src, tgt_in).items()}
+
     def translate_stream(
         self,
         lines: Iterable[str],
@@ -152,6 +169,7 @@ class Translator:
         batch_tokens: int = BATCH_TOKENS,
         chunk: int = 5000,
         warn: Callable[[int, int], None] | None = None,
+        maps: bool = False,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
         buf: list[str] = []
@@ -162,7 +180,7 @@ class Translator:
             def chunk_warn(i, n):
                 warn(offset + i, n)
 
-            return self.translate_detailed(buf, opts, batch_tokens, chunk_warn)
+            return self.translate_detailed(buf, opts, batch_tokens, chunk_warn, maps)
 
         for line in lines:
             buf.append(line.rstrip("\r\n"))
@@ -203,6 +221,7 @@ def run_translation(
     batch_tokens: int = BATCH_TOKENS,
     alignment: bool = False,
     attention_plot: Path | None = None,
+    views: Views | None = None,
     device: str = "cpu",
     threads: int = 0,
     seed: int = 1,
@@ -225,6 +244,11 @@ def run_translation(
             f"the {translator.cfg.model.backend} backend has no attention: "
             "--alignment/--attention-plot need a backend with attention"
         )
+    views = views or Views()
+    if views.detailed and attention_plot is None:
+        raise NMTError(
+            "--attention-layer/--attention-heads/--self-attention need --attention-plot DIR"
+        )
     if attention_plot is not None:
         Path(attention_plot).mkdir(parents=True, exist_ok=True)
 
@@ -239,17 +263,27 @@ def run_translation(
     n = 0
     try:
         with _output(output) as out:
-            stream = translator.translate_stream(read_lines(inputs), opts, batch_tokens, warn=warn)
+            stream = translator.translate_stream(
+                read_lines(inputs), opts, batch_tokens, warn=warn, maps=views.detailed
+            )
             for n, nbest in enumerate(stream, 1):
                 out.write(_format(nbest, opts.n_best, alignment) + "\n")
-                if attention_plot is not None and nbest[0].attention is not None:
-                    plot_attention(nbest[0], Path(attention_plot) / f"line-{n:06d}.png")
+                _plot(nbest[0], n, views, attention_plot, translator.cfg.model.backend)
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     return n
+
+
+def _plot(t: Translation, n: int, views: Views, plot_dir: Path | None, backend: str) -> None:
+    """Draw line n's attention: the chosen views, or the single map of the best hypothesis."""
+    if views.detailed and t.maps:
+        views.check(backend, t.maps)
+        plot_views(t, views, plot_dir, f"line-{n:06d}", backend)
+    elif plot_dir is not None and t.attention is not None:
+        plot_attention(t, Path(plot_dir) / f"line-{n:06d}.png")
 
 
 @contextmanager
