@@ -42,7 +42,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.backend}: {self.name}"
+        return self.name if self.name == self.backend else f"{self.backend}: {self.name}"
 
 
 # ---------------------------------------------------------------------------------------------
