@@ -9,13 +9,13 @@ evaluated) is shown with what it has and a note saying what is missing.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from nmt.errors import NMTError
+from nmt.files import atomic_write, write_text
 
 LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))  # source subwords, inclusive
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
@@ -346,13 +346,11 @@ def plot_length_bleu(runs: list[Run], path: Path) -> bool:
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, dpi=90, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def _fmt(value, spec: str = ".1f") -> str:
@@ -447,7 +445,5 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         if plot(runs, out_dir / name):
             figures[key] = name
     page = out_dir / "report.md"
-    tmp = page.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text(render_markdown(runs, figures), encoding="utf-8")
-    os.replace(tmp, page)
+    write_text(page, render_markdown(runs, figures))
     return page
