@@ -184,6 +184,15 @@ def translate(
         False, help="Append the source-target alignment (tab-separated)."
     ),
     attention_plot: Path | None = typer.Option(None, help="Directory for attention heatmaps."),
+    attention_layer: str = typer.Option(
+        "last", help="Transformer: layer whose attention to draw (1, 2, ...), or all."
+    ),
+    attention_heads: str = typer.Option(
+        "mean", help="Transformer: mean (one map) or all (a grid, one map per head)."
+    ),
+    self_attention: bool = typer.Option(
+        False, "--self-attention", help="Transformer: also draw encoder/decoder self-attention."
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     seed: int = typer.Option(1, help="Random seed for sampling."),
@@ -193,6 +202,7 @@ def translate(
     ),
 ) -> None:
     """Translate files or stdin, one output line per input line, in order."""
+    from nmt.attention_views import Views
     from nmt.translate import run_translation
 
     run_translation(
@@ -214,6 +224,7 @@ def translate(
         batch_tokens=batch_tokens,
         alignment=alignment,
         attention_plot=attention_plot,
+        views=Views(attention_layer, attention_heads, self_attention),
         device=device,
         threads=threads,
         seed=seed,
@@ -304,6 +315,17 @@ def average(
         paths += checkpoint.step_checkpoints(run_dir)[-last:]
     checkpoint.average(paths, output)
     _say(f"averaged {len(paths)} checkpoints into {output}")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Run dirs to compare (from `nmt train`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for report.md and its figures."),
+) -> None:
+    """Compare runs: curves, throughput, a score table and test BLEU by source length."""
+    from nmt.report import write_report
+
+    _say(f"wrote {write_report(run_dirs, out)}")
 
 
 @app.command()

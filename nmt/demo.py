@@ -1,8 +1,8 @@
 """`nmt demo`: the whole job offline on a built-in synthetic English->German corpus.
 
 Generate the corpus, preprocess, train a small Transformer for a few minutes, evaluate with
-sacreBLEU, translate a file, and draw an attention heatmap of a sentence whose German verb
-moves to the end of a subordinate clause.
+sacreBLEU, translate a file, draw an attention heatmap of a sentence whose German verb
+moves to the end of a subordinate clause, and write a report of the run (`nmt report`).
 """
 
 from __future__ import annotations
@@ -54,23 +54,24 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     from nmt.data import PreprocessOptions, Source, preprocess
     from nmt.demo_corpus import write_corpus
     from nmt.evaluate import evaluate, format_table
+    from nmt.report import write_report
     from nmt.training import train
     from nmt.translate import run_translation
 
     out = Path(out)
     corpus, data_dir, run_dir = out / "corpus", out / "data", out / "run"
-    log(f"[1/5] generating a synthetic English->German corpus in {corpus}")
+    log(f"[1/6] generating a synthetic English->German corpus in {corpus}")
     counts = write_corpus(corpus, n_train=20000, n_valid=500, n_test=500, seed=1)
     log(f"      {counts['train']} training pairs, {counts['valid']} valid, {counts['test']} test")
 
-    log(f"[2/5] preprocessing into {data_dir}")
+    log(f"[2/6] preprocessing into {data_dir}")
     sources = {
         s: Source("plain", (str(corpus / f"{s}.en"), str(corpus / f"{s}.de"))) for s in counts
     }
     opts = PreprocessOptions(src_lang="en", tgt_lang="de", vocab_size=500, sources=sources)
     preprocess(opts, data_dir, force=True, log=lambda m: log(f"      {m}"))
 
-    log(f"[3/5] training a small Transformer for {minutes:g} min into {run_dir}")
+    log(f"[3/6] training a small Transformer for {minutes:g} min into {run_dir}")
     cfg = demo_config(data_dir, minutes)
     if run_dir.exists():
         import shutil
@@ -80,19 +81,26 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     log(f"      {summary['steps']} steps, best validation BLEU {summary['best']:.1f}")
 
     best = run_dir / "best.pt"
-    log("[4/5] evaluating on the test split (beam 5)")
-    scores_path = out / "test_scores.json"
+    log("[4/6] evaluating on the test split (beam 5)")
+    scores_path, test_hyp = run_dir / "results.json", run_dir / "test.hyp"
     result = evaluate(
-        checkpoint=best, data_dir=data_dir, split="test", beam=5, json_out=scores_path
+        checkpoint=best,
+        data_dir=data_dir,
+        split="test",
+        beam=5,
+        output=test_hyp,
+        json_out=scores_path,
     )
     log(format_table(result))
 
-    log("[5/5] translating a file and drawing attention")
+    log("[5/6] translating a file and drawing attention")
     src_file, hyp_file, plots = out / "input.en", out / "output.de", out / "attention"
     src_file.write_text("".join(s + "\n" for s in DEMO_SENTENCES), encoding="utf-8")
     run_translation(best, [src_file], hyp_file, {"beam": 5}, attention_plot=plots, log=log)
     for src, hyp in zip(DEMO_SENTENCES, hyp_file.read_text(encoding="utf-8").splitlines()):
         log(f"      {src}\n   -> {hyp}")
+    log("[6/6] writing a report of the run")
+    report = write_report([run_dir], out / "report")
     made = {
         "corpus": str(corpus),
         "data_dir": str(data_dir),
@@ -100,6 +108,7 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
         "scores": str(scores_path),
         "translations": str(hyp_file),
         "attention_plots": str(plots),
+        "report": str(report),
     }
     (out / "outputs.json").write_text(json.dumps(made, indent=2) + "\n")
     log("outputs:")

@@ -96,13 +96,13 @@ def evaluate(
                 raise NMTError(
                     f"no {split} split in data dir {data_dir}: give --data or --source/--reference"
                 )
-            srcs, refs = (
-                read_text_lines(Path(data_dir) / f"{split}.src"),
-                read_text_lines(Path(data_dir) / f"{split}.tgt"),
-            )
+            source, reference = Path(data_dir) / f"{split}.src", Path(data_dir) / f"{split}.tgt"
+            srcs, refs = read_text_lines(source), read_text_lines(reference)
+            result.update(split=split, data_dir=str(Path(data_dir).resolve()))
             from nmt.data import read_meta
 
             tgt_lang = tgt_lang or read_meta(data_dir)["tgt_lang"]
+        result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
             raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
         t0 = time.perf_counter()
@@ -114,8 +114,11 @@ def evaluate(
         result.update(
             beam=beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)
         )
+        if output is None and json_out is not None:  # keep them for `nmt report`
+            output = Path(json_out).with_suffix(".hyp")
         if output is not None:
             write_text(Path(output), "".join(h + "\n" for h in hyps))
+            result["hypotheses"] = str(Path(output).resolve())
     result.update(score(hyps, refs, tgt_lang))
     if json_out is not None:
         write_text(Path(json_out), json.dumps(result, indent=2) + "\n")

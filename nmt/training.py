@@ -640,6 +640,7 @@ class Trainer:
                 + " ".join(
                     f"{k} {v:.2f}" if k == "ppl" else f"{k} {v:.3f}" for k, v in result.items()
                 )
+                + f" ({p.train_seconds / 60:.2f} train min)"
             )
             p.history.append({"step": p.step, **result})
         return result

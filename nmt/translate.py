@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nmt.attention_views import Views, plot_views
 from nmt.config import BATCH_TOKENS, Config, from_dict
 from nmt.errors import NMTError
 from nmt.files import atomic_write, disk_error, read_lines, remove_stale_temps
@@ -38,6 +39,9 @@ class Translation:
     src_pieces: list[str]
     tgt_pieces: list[str]
     attention: torch.Tensor | None = None  # (len(tgt_pieces), len(src_pieces)); numpy on ct2
+    # on request, every layer and head: "cross", and for the Transformer "encoder"/"decoder"
+    # self-attention, each (layers, heads, rows, cols); see Translator.translate_detailed
+    maps: dict[str, torch.Tensor] | None = None
 
     def alignment(self) -> str:
         """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
@@ -107,9 +111,14 @@ class TranslatorBase:
         opts: SearchOptions,
         batch_tokens: int = BATCH_TOKENS,
         warn: Callable[[int, int], None] | None = None,
+        maps: bool = False,
     ) -> list[list[Translation]]:
         """n-best `Translation`s per sentence; `warn(i, n_tokens)` hears of truncated inputs
-        (by default a `warnings.warn`)."""
+        (by default a `warnings.warn`).
+
+        `maps=True` also fills `Translation.maps` with the attention of every layer and head
+        (one extra teacher-forced pass per hypothesis; needs `opts.attention` for the pieces).
+        """
         warn = warn or self._warn_truncated
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo])
@@ -130,6 +139,7 @@ class TranslatorBase:
                     src_pieces or [],
                     self.tokenizer.tgt_pieces(h.tokens) + ["</s>"] if opts.attention else [],
                     h.attention,
+                    self.attention_maps(ids[k], h.tokens) if maps else None,
                 )
                 for h in hyps[k]
             ]
@@ -144,6 +154,13 @@ class TranslatorBase:
     def _warn_truncated(self, i: int, n_tokens: int) -> None:
         warnings.warn(self.warning_for_truncation(i, n_tokens), stacklevel=4)
 
+    def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, torch.Tensor]:
+        """Attention per layer and head of one source (with </s>) and its output tokens."""
+        raise NMTError(
+            "attention per layer and head needs a torch checkpoint (an export keeps the "
+            "last layer's mean: use --attention-plot without --attention-layer/-heads)"
+        )
+
     def translate_stream(
         self,
         lines: Iterable[str],
@@ -151,6 +168,7 @@ class TranslatorBase:
         batch_tokens: int = BATCH_TOKENS,
         chunk: int = CHUNK,
         warn: Callable[[int, int], None] | None = None,
+        maps: bool = False,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
         buf: list[str] = []
@@ -161,7 +179,7 @@ class TranslatorBase:
             def chunk_warn(i, n):
                 warn(offset + i, n)
 
-            return self.translate_detailed(buf, opts, batch_tokens, chunk_warn)
+            return self.translate_detailed(buf, opts, batch_tokens, chunk_warn, maps)
 
         for line in lines:
             buf.append(line.rstrip("\r\n"))
@@ -250,6 +268,17 @@ class Translator(TranslatorBase):
     def search(self, ids: list[list[int]], opts: SearchOptions, batch_tokens: int) -> list[list]:
         return decode_corpus(self.model, ids, opts, self.max_len, batch_tokens, self.device)
 
+    def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, torch.Tensor]:
+        import torch
+
+        from nmt.tokenizer import BOS_ID
+
+        src = torch.tensor([src_ids], dtype=torch.long, device=self.device)
+        tgt_in = torch.tensor([[BOS_ID, *tokens]], dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            maps = self.model.attention_maps(src, tgt_in)
+        return {k: v[0].cpu() for k, v in maps.items()}
+
 
 def plot_attention(t: Translation, path: Path) -> None:
     """Heatmap of one sentence's attention: source pieces across, target pieces down."""
@@ -281,6 +310,7 @@ def run_translation(
     batch_tokens: int = BATCH_TOKENS,
     alignment: bool = False,
     attention_plot: Path | None = None,
+    views: Views | None = None,
     device: str = "cpu",
     threads: int = 0,
     seed: int = 1,
@@ -311,6 +341,11 @@ def run_translation(
             f"the {translator.cfg.model.backend} backend has no attention: "
             "--alignment/--attention-plot need a backend with attention"
         )
+    views = views or Views()
+    if views.detailed and attention_plot is None:
+        raise NMTError(
+            "--attention-layer/--attention-heads/--self-attention need --attention-plot DIR"
+        )
     if attention_plot is not None:
         Path(attention_plot).mkdir(parents=True, exist_ok=True)
 
@@ -326,19 +361,29 @@ def run_translation(
     try:
         with _output(output) as out:
             lines = read_lines(inputs)
-            stream = translator.translate_stream(lines, opts, batch_tokens, buffer or CHUNK, warn)
+            stream = translator.translate_stream(
+                lines, opts, batch_tokens, buffer or CHUNK, warn, maps=views.detailed
+            )
             for n, nbest in enumerate(stream, 1):
                 out.write(_format(nbest, opts.n_best, alignment) + "\n")
                 if buffer is not None:
                     out.flush()
-                if attention_plot is not None and nbest[0].attention is not None:
-                    plot_attention(nbest[0], Path(attention_plot) / f"line-{n:06d}.png")
+                _plot(nbest[0], n, views, attention_plot, translator.cfg.model.backend)
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     return n
+
+
+def _plot(t: Translation, n: int, views: Views, plot_dir: Path | None, backend: str) -> None:
+    """Draw line n's attention: the chosen views, or the single map of the best hypothesis."""
+    if views.detailed and t.maps:
+        views.check(backend, t.maps)
+        plot_views(t, views, plot_dir, f"line-{n:06d}", backend)
+    elif plot_dir is not None and t.attention is not None:
+        plot_attention(t, Path(plot_dir) / f"line-{n:06d}.png")
 
 
 @contextmanager

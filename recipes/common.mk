@@ -17,7 +17,7 @@ AVERAGE ?= 5
 INPUT ?= $(DATA_BIN)/test.src
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: data $(addprefix train-,$(BACKENDS) $(GPU_PRESETS)) average export evaluate translate all
+.PHONY: data $(addprefix train-,$(BACKENDS) $(GPU_PRESETS)) average export evaluate translate report all
 
 data: $(DATA_BIN)/meta.json
 
@@ -69,4 +69,10 @@ translate:
 	  fi; \
 	done
 
-all: data $(addprefix train-,$(BACKENDS)) average evaluate translate
+# Compares the trained backends in $(RUNS)/report/report.md (curves, scores, BLEU by length).
+report:
+	@dirs=$$(for b in $(BACKENDS); do [ -d $(RUNS)/$$b ] && echo $(RUNS)/$$b; done); \
+	  [ -n "$$dirs" ] || { echo "no runs in $(RUNS) to report on"; exit 1; }; \
+	  $(NMT) report $$dirs -o $(RUNS)/report
+
+all: data $(addprefix train-,$(BACKENDS)) average evaluate translate report

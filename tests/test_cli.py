@@ -19,6 +19,18 @@ def test_evaluate_scores_the_test_split(trained):
     assert scores["bleu"] > 80, scores  # word reversal is learnt
     assert scores["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert "BLEU" in res.stdout and "CHRF" in res.stdout and "TER" in res.stdout
+    assert len(open(scores["hypotheses"]).readlines()) == 50  # kept beside the scores
+
+
+def test_report_of_a_trained_and_evaluated_run(trained):
+    run = trained / "run"
+    nmt("evaluate", "-c", run / "best.pt", "--json", run / "results.json", "-o", run / "test.hyp")
+    res = nmt("report", run, "-o", trained / "report")
+    text = (trained / "report" / "report.md").read_text()
+    assert "report.md" in res.stderr
+    header = next(line for line in text.splitlines() if line.startswith("| run | 1-10 ("))
+    assert sum(int(c.split("(")[1].rstrip(") ")) for c in header.split("|")[2:-1]) == 50
+    assert "## Notes" not in text  # nothing missing
 
 
 def test_translate_file_to_file_keeps_lines_and_blanks(trained):
@@ -67,6 +79,43 @@ def test_alignment_and_attention_plot(trained):
     assert all(len(x.split("-")) == 2 for x in links.split())
     png = plots / "line-000001.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_per_layer_and_head(trained):
+    plots = trained / "views"
+    args = ["translate", "-c", trained / "run" / "best.pt", "--attention-plot", plots]
+    nmt(*args, "--attention-layer", "all", "--attention-heads", "all", "--self-attention",
+        input="red cat moon\n")  # fmt: skip
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == [
+        f"line-000001-{kind}-layer{n}.png"
+        for kind in ("cross", "decoder", "encoder")
+        for n in (1, 2)
+    ]
+    bad = nmt(*args, "--attention-layer", "3", input="red cat\n", check=False)
+    one_line_error(bad, "--attention-layer 3", "2 layer(s)")
+    bad = nmt(*args, "--attention-heads", "some", input="red cat\n", check=False)
+    one_line_error(bad, "--attention-heads must be one of: mean, all")
+    bad = nmt(*args[:3], "--attention-layer", "all", input="red cat\n", check=False)
+    one_line_error(bad, "need --attention-plot")
+
+
+def test_python_api_returns_attention_per_layer_and_head(trained):
+    from nmt import Translator
+    from nmt.search import SearchOptions
+
+    tr = Translator.load(trained / "run" / "best.pt")
+    opts = SearchOptions(beam=3, attention=True)
+    t = tr.translate_detailed(["red cat moon"], opts, maps=True)[0][0]
+    n_src, n_tgt = len(t.src_pieces), len(t.tgt_pieces)
+    assert {k: tuple(v.shape) for k, v in t.maps.items()} == {
+        "cross": (2, 4, n_tgt, n_src),
+        "encoder": (2, 4, n_src, n_src),
+        "decoder": (2, 4, n_tgt, n_tgt),
+    }
+    # the last layer's mean over heads is the map beam search kept for this hypothesis
+    torch.testing.assert_close(t.maps["cross"][-1].mean(0), t.attention, atol=1e-5, rtol=1e-4)
+    assert tr.translate_detailed(["red cat moon"], opts)[0][0].maps is None  # only on request
 
 
 def test_too_long_input_is_truncated_with_a_warning(trained):
@@ -138,7 +187,7 @@ def test_score_an_existing_hypothesis_file(tmp_path):
 
 def test_help_is_fast_and_lists_commands():
     res = nmt("--help")
-    for cmd in ("preprocess", "train", "translate", "evaluate", "average", "demo"):
+    for cmd in ("preprocess", "train", "translate", "evaluate", "average", "report", "demo"):
         assert cmd in res.stdout
     probe = "import sys, nmt.cli; print('torch' in sys.modules, 'datasets' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV)

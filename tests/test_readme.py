@@ -35,6 +35,7 @@ HOW = {
     "nmt translate": HELP,
     "nmt average": HELP,
     "nmt export": HELP,
+    "nmt report": HELP,
     "nmt demo": HELP,
     "nmt preprocess --src de --tgt en --train-prefix ../shared/data/multi30k/train "
     "--valid-prefix ../shared/data/multi30k/val --test-prefix ../shared/data/multi30k/test_2016_flickr "
@@ -59,6 +60,12 @@ HOW = {
     "nmt translate -c best.pt --n-best 5 --beam 5 input.de": RUN,
     "nmt translate -c best.pt --sample --top-p 0.9 --temperature 0.8 mono.de": RUN,
     "nmt translate -c best.pt --alignment --attention-plot plots/ input.de": RUN,
+    "nmt translate -c best.pt --attention-plot plots/ --attention-layer all --attention-heads all "
+    "input.de": RUN,
+    "nmt translate -c best.pt --attention-plot plots/ --attention-layer 1 --self-attention "
+    "input.de": RUN,
+    # run dirs of a recipe's three backends: its options are checked; tests/test_report.py runs it
+    "nmt report runs/rnn runs/rnn_attention runs/transformer -o report/": OPTIONS,
     "python": RUN,  # the Python block
     "nmt evaluate -c runs/deen/best.pt -d data-bin/multi30k-de-en --split test --json scores.json": RUN,
     "nmt evaluate --hypothesis out.en --reference ref.en --tgt-lang en": RUN,

@@ -129,6 +129,13 @@ class Seq2Seq(nn.Module):
         hidden, attn, cache = self.decode_hidden(tgt_in, encoded, cache)
         return self.generator(hidden), attn, cache
 
+    def attention_maps(self, src: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
+        """Teacher-forced attention per layer and head, name -> (B, L, H, rows, cols): "cross"
+        (target over source) for models with attention; the Transformer adds "encoder" and
+        "decoder" self-attention. Empty for a model without attention."""
+        _, attn, _ = self.decode_hidden(tgt_in, self.encode(src, src_mask_of(src)))
+        return {} if attn is None else {"cross": attn[:, None, None]}  # one layer, one head
+
     def forward(
         self,
         src: Tensor,

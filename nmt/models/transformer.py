@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 from nmt.errors import NMTError
-from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
+from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq, src_mask_of
 
 
 class SinusoidalPositions(nn.Module):
@@ -92,11 +92,24 @@ class MultiHeadAttention(nn.Module):
         out = self.w_o(ctx.transpose(1, 2).reshape(B, T, d))  # (B, T, d_model)
         weights = None
         if need_weights:  # SDPA does not return weights; recompute them (inference only)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            weights = scores.softmax(-1).mean(1)  # (B, T, S)
+            weights = self.probabilities(q, k, mask, causal).mean(1)  # (B, T, S)
         return out, weights
+
+    @staticmethod
+    def probabilities(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+        """softmax(Q K^T / sqrt(d_head)) per head: (B, H, T, S)."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        if causal:
+            T, S = scores.shape[-2:]
+            future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        return scores.softmax(-1)
+
+    def weights(self, x: Tensor, k: Tensor, v: Tensor, mask=None, causal=False, **_) -> Tensor:
+        """The attention probabilities of a forward call with these arguments: (B, H, T, S)."""
+        return self.probabilities(self.heads(self.w_q(x)), k, mask, causal)
 
 
 class FeedForward(nn.Module):
@@ -244,3 +257,25 @@ class Transformer(Seq2Seq):
             attn = a if i == last else attn
         hidden = self.decoder_norm(x)  # (B, T, d_model)
         return hidden, attn, new_cache
+
+    def attention_maps(self, src: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
+        """Teacher-forced attention of every layer and head: encoder (B, L, H, S, S),
+        decoder self-attention (B, L, H, T, T), cross-attention (B, L, H, T, S)."""
+        maps: dict[str, list[Tensor]] = {"cross": [], "encoder": [], "decoder": []}
+
+        def record(name: str):
+            def hook(module, args, kwargs, _out):
+                maps[name].append(module.weights(*args, **kwargs))
+
+            return hook
+
+        hooked = [(layer.self_attn, "encoder") for layer in self.encoder_layers]
+        hooked += [(layer.self_attn, "decoder") for layer in self.decoder_layers]
+        hooked += [(layer.cross_attn, "cross") for layer in self.decoder_layers]
+        handles = [m.register_forward_hook(record(n), with_kwargs=True) for m, n in hooked]
+        try:
+            self.decode_hidden(tgt_in, self.encode(src, src_mask_of(src)))
+        finally:
+            for h in handles:
+                h.remove()
+        return {name: torch.stack(ws, 1) for name, ws in maps.items()}
