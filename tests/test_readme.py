@@ -147,8 +147,14 @@ def sh(cmd: str, cwd: Path, env: dict, input: str | None = None, check: bool = T
 
 def interrupt(cmd: str, cwd: Path, env: dict, run_dir: Path) -> None:
     """Start a training command, Ctrl-C it once its loop runs: it must save last.pt, exit 130."""
-    proc = subprocess.Popen(
-        cmd, shell=True, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    proc = subprocess.Popen(  # exec: the exit status is nmt's, not that of a shell Ctrl-C killed
+        f"exec {cmd}",
+        shell=True,
+        cwd=cwd,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 300
