@@ -89,6 +89,7 @@ for variant in "eager-bf16 train.compile=false train.precision=bf16" \
   stage "train $name"
   "$PY" bench/gpu_bench.py train "$WORK/bin" "$WORK/run-$name" "${SMALL[@]}" "$@" \
     --config "$CFG" --steps "$STEPS" --name "$name" --json "$OUT/train-$name.json" || true
+  cp "$WORK/run-$name/train.log" "$OUT/train-$name.log" 2>/dev/null || true
   parts+=("$OUT/train-$name.json")
 done
 

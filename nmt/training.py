@@ -29,6 +29,7 @@ from nmt.config import BATCH_TOKENS, LENGTH_PENALTY, Config, dump_config, from_d
 from nmt.data import load_encoded, load_tokenizer, read_meta
 from nmt.errors import Interrupted, NMTError
 from nmt.models import build_model
+from nmt.models.base import use_fast_cuda_kernels
 from nmt.search import SearchOptions
 from nmt.tokenizer import PAD_ID
 from nmt.translate import decode_corpus
@@ -144,13 +145,6 @@ def _autocast(precision: str, device: torch.device):
 
 def _grad_scaler(precision: str, device: torch.device):
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-
-def _fast_float32_matmuls(device: torch.device) -> None:
-    """TF32 tensor cores for the float32 products left outside autocast (CUDA only)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
 
 def compile_model(model, backend: str = "inductor"):
@@ -402,7 +396,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = _pick_device(cfg.train.device)
-        _fast_float32_matmuls(self.device)
+        use_fast_cuda_kernels(self.device)
         self.rank, self.world = _init_distributed(self.device)
         self.main = self.rank == 0
         if cfg.train.threads:

@@ -240,6 +240,7 @@ class Translator(TranslatorBase):
 
         from nmt import checkpoint
         from nmt.models import build_model
+        from nmt.models.base import use_fast_cuda_kernels
 
         try:
             cfg = from_dict(Config, state["config"])
@@ -258,6 +259,7 @@ class Translator(TranslatorBase):
                 f"{path}: checkpoint is incomplete or does not match its config ({str(e)[:100]})"
             ) from None
         dev = torch.device(device)
+        use_fast_cuda_kernels(dev)
         return cls(model.to(dev), tokenizer, cfg, dev)
 
     def seed(self, seed: int) -> None:

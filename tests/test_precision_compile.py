@@ -137,3 +137,19 @@ def test_mixed_precision_training_follows_fp32(toy_data_dir, tmp_path, precision
     assert all(torch.isfinite(torch.tensor(losses[precision])))
     torch.testing.assert_close(losses[precision][0], losses["fp32"][0], rtol=3e-2, atol=0)
     torch.testing.assert_close(losses[precision], losses["fp32"], rtol=0.1, atol=0)
+
+
+def test_cuda_settings_leave_cudnn_attention_out_and_cpu_alone():
+    from nmt.models.base import use_fast_cuda_kernels
+
+    before = (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        use_fast_cuda_kernels(torch.device("cpu"))
+        assert torch.backends.cuda.cudnn_sdp_enabled()  # CPU runs change nothing global
+        use_fast_cuda_kernels(torch.device("cuda", 0))
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before[0])
+        torch.backends.cuda.matmul.allow_tf32 = before[1]
