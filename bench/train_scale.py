@@ -14,11 +14,14 @@ import time
 from pathlib import Path
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> dict:
+    """VmRSS and its parts: anonymous memory and file-backed pages (the memory-mapped data)."""
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        key = line.split(":")[0]
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = round(int(line.split()[1]) / 1024)
+    return out
 
 
 def main() -> None:
@@ -51,7 +54,8 @@ def main() -> None:
     result = {
         "data": data,
         "first_step_s": round(first, 1),
-        "rss_mb_at_last_step": round(rss, 0) if rss else None,
+        "rss_mb_at_last_step": rss.get("VmRSS") if rss else None,
+        "rss_anon_file_mb": [rss.get("RssAnon"), rss.get("RssFile")] if rss else None,
         "tgt_tok_s": round(sum(tok) / len(tok)) if tok else None,
         "data_wait_pct": float(wait.group(1)) if wait else None,
         "pairs": re.search(r"(\d+) training pairs", text).group(1),

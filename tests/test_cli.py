@@ -132,6 +132,13 @@ def test_average_checkpoints(trained):
     nmt("average", "--run-dir", run, "--last", "2", "-o", out)
     res = nmt("translate", "-c", out, "--beam", "1", input="dog bird\n")
     assert res.stdout.count("\n") == 1
+    from nmt import checkpoint
+
+    steps = sorted(run.glob("step-*.pt"), key=lambda p: int(p.stem[5:]))[-2:]
+    a, b = (checkpoint.load(p)["model"] for p in steps)
+    avg = checkpoint.load(out)["model"]
+    name = next(k for k, v in avg.items() if v.is_floating_point() and not torch.equal(a[k], b[k]))
+    torch.testing.assert_close(avg[name], (a[name] + b[name]) / 2)  # the mean, not a copy
 
 
 def test_bad_checkpoints_are_one_line_errors(trained, tmp_path):
