@@ -110,10 +110,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0: all cores
 
     def __post_init__(self):
-        _choice("train.optimizer", self.optimizer, _names("nmt.training", "OPTIMIZERS"))
-        _choice("train.schedule", self.schedule, _names("nmt.training", "SCHEDULES"))
+        _choice("train.optimizer", self.optimizer, _names("nmt.optim", "OPTIMIZERS"))
+        _choice("train.schedule", self.schedule, _names("nmt.optim", "SCHEDULES"))
         _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
-        _choice("train.best_metric", self.best_metric, _names("nmt.training", "METRICS"))
+        _choice("train.best_metric", self.best_metric, _names("nmt.optim", "METRICS"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         positive = ("max_tokens", "accum", "lr", "valid_every", "valid_beam", "log_every")
         for name in positive + ("keep_last",):

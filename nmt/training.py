@@ -30,6 +30,7 @@ from nmt.data import load_encoded, load_tokenizer, read_meta
 from nmt.errors import Interrupted, NMTError
 from nmt.models import build_model
 from nmt.models.base import use_fast_cuda_kernels
+from nmt.optim import METRICS, lr_lambda, make_optimizer
 from nmt.search import SearchOptions
 from nmt.tokenizer import PAD_ID
 from nmt.translate import decode_corpus
@@ -86,42 +87,6 @@ def _check_in_sync(model, world: int) -> float:
     if any(abs(g.item() - local.item()) > 1e-6 * max(1.0, abs(local.item())) for g in gathered):
         raise NMTError(f"DDP ranks diverged: parameter checksums {[g.item() for g in gathered]}")
     return local.item()
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimisation: the dispatch tables below are the config's lists of valid names
-
-
-def _inverse_sqrt(step: int, warmup: int, d_model: int) -> float:
-    return min(step / warmup, math.sqrt(warmup / step))
-
-
-def _noam(step: int, warmup: int, d_model: int) -> float:
-    return d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
-
-
-def _constant(step: int, warmup: int, d_model: int) -> float:
-    return min(1.0, step / warmup)
-
-
-SCHEDULES = {"inverse_sqrt": _inverse_sqrt, "noam": _noam, "constant": _constant}
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-METRICS = {"bleu": True, "loss": False, "ppl": False, "train_loss": False}  # higher is better?
-
-
-def lr_lambda(cfg, d_model: int):
-    """Multiplier of the base lr at each step (inverse-sqrt and noam warm up linearly)."""
-    schedule, warmup = SCHEDULES[cfg.schedule], max(1, cfg.warmup)
-    return lambda step: schedule(max(step, 1), warmup, d_model)
-
-
-def make_optimizer(model, cfg):
-    params = list(model.parameters())
-    # fused multi-tensor kernels instead of a dozen small ops per parameter (CPU and CUDA)
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return OPTIMIZERS[cfg.optimizer](
-        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
-    )
 
 
 def _restore_fused(optimizer, device) -> None:

@@ -92,7 +92,7 @@ def test_config_choices_are_the_dispatch_tables():
     from nmt.models import BACKENDS
     from nmt.models.rnn import CELLS
     from nmt.models.rnn_scores import SCORES
-    from nmt.training import METRICS, SCHEDULES
+    from nmt.optim import METRICS, SCHEDULES
 
     assert _names("nmt.models", "BACKENDS") == tuple(BACKENDS)
     for table, key in ((CELLS, "cell"), (SCORES, "attention")):

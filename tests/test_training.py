@@ -121,7 +121,8 @@ def test_resumed_optimizer_stays_fused_when_the_checkpoint_was_not():
     import torch
 
     from nmt.config import TrainConfig
-    from nmt.training import _restore_fused, make_optimizer
+    from nmt.optim import make_optimizer
+    from nmt.training import _restore_fused
 
     model = torch.nn.Linear(4, 3)
     old = torch.optim.Adam(model.parameters(), fused=False)
