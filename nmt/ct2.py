@@ -1,9 +1,9 @@
 """Translation on CTranslate2 from an `nmt export` directory, without importing torch.
 
 `CT2Translator` keeps the torch `Translator`'s semantics (`nmt.translate.TranslatorBase`): our
-SentencePiece, `</s>` appended to the source, the length limit `a * len + b` per sentence (batches
-group sentences of equal limit), beam search ranked by the GNMT length penalty, n-best with
-scores, sampling, n-gram blocking and attention for alignments. CTranslate2 normalises scores by
+SentencePiece, `</s>` appended to the source, the length limit `a * len + b` per sentence, beam
+search ranked by the GNMT length penalty, n-best with scores, sampling, n-gram blocking and
+attention for alignments. CTranslate2 normalises scores by
 `len ** penalty`, not GNMT's `((5 + len) / 6) ** alpha`, so beam search runs unnormalised with
 every finished hypothesis kept (`num_hypotheses = beam`), and they are ranked here by GNMT.
 """
@@ -88,20 +88,41 @@ class CT2Translator(TranslatorBase):
         ctranslate2.set_random_seed(seed)
 
     def search(self, ids: list[list[int]], opts: SearchOptions, batch_tokens: int) -> list[list]:
-        """n-best `Hypothesis` lists in input order; batches share one length limit."""
+        """n-best `Hypothesis` lists in input order.
+
+        Beam search and sampling batches share one length limit. Greedy search is
+        prefix-consistent, so its batches are cut by size alone and run to their largest limit;
+        the few hypotheses that reach their own limit are decoded again under it, which keeps
+        every output and score what a per-sentence limit gives (and batches full: small int8
+        batches are slow)."""
         limits = [length_limit(len(s), opts, self.max_len) for s in ids]
+        greedy = opts.beam == 1 and not opts.sample
+        results = self._batches(ids, limits, opts, batch_tokens, shared_limit=not greedy)
+        if greedy:
+            redo = [i for i, hyps in enumerate(results) if len(hyps[0].tokens) >= limits[i]]
+            again = self._batches(
+                [ids[i] for i in redo], [limits[i] for i in redo], opts, batch_tokens, True
+            )
+            for i, hyps in zip(redo, again):
+                results[i] = hyps
+        return results
+
+    def _batches(self, ids, limits, opts: SearchOptions, batch_tokens: int, shared_limit: bool):
+        """Decode `ids` in length-sorted batches within the token budget, each batch up to the
+        largest limit in it (with `shared_limit`, every sentence of a batch has that limit)."""
         order = sorted(range(len(ids)), key=lambda i: (limits[i], len(ids[i])))
         budget = max(batch_tokens // max(1, opts.beam // 2), 64)
         results: list[list] = [[] for _ in ids]
         batch: list[int] = []
         for i in order + [-1]:
             full = batch and (
-                i < 0 or limits[i] != limits[batch[0]] or len(ids[i]) * (len(batch) + 1) > budget
+                i < 0
+                or (shared_limit and limits[i] != limits[batch[0]])
+                or len(ids[i]) * (len(batch) + 1) > budget
             )
             if full:
-                for j, hyps in zip(
-                    batch, self._batch([ids[j] for j in batch], opts, limits[batch[0]])
-                ):
+                limit = max(limits[j] for j in batch)
+                for j, hyps in zip(batch, self._batch([ids[j] for j in batch], opts, limit)):
                     results[j] = hyps
                 batch = []
             batch.append(i)

@@ -46,12 +46,33 @@ def both(toy, opts: SearchOptions):
 
 @pytest.mark.parametrize("limits", [(1.5, 10), (0.5, 1)])  # the second one cuts outputs short
 def test_float32_greedy_is_identical_to_torch(toy, limits):
-    """Identical outputs and scores, also where the per-sentence limit cuts hypotheses short."""
+    """Identical outputs and scores, also where the per-sentence limit cuts hypotheses short
+    (greedy batches mix limits; those that reach their own are decoded again under it)."""
     a, b = both(toy, SearchOptions(beam=1, max_len_a=limits[0], max_len_b=limits[1]))
     assert [x[0].text for x in a] == [y[0].text for y in b]
     assert max(abs(x[0].score - y[0].score) for x, y in zip(a, b)) < 1e-3
     if limits == (1.5, 10):
         assert sum(x[0].text == r for x, r in zip(a, toy["ref"])) > len(a) // 2  # trained
+
+
+def test_greedy_batches_mix_source_lengths(toy, monkeypatch):
+    """Greedy search fills batches across lengths (small int8 batches are slow); beam search
+    keeps one limit per batch."""
+    translator = CT2Translator.load(toy["dir"])
+    calls = []
+    real = CT2Translator._batch
+    monkeypatch.setattr(
+        CT2Translator,
+        "_batch",
+        lambda self, ids, o, lim: calls.append(len(ids)) or real(self, ids, o, lim),
+    )
+    lengths = {len(ids) for ids in translator.tokenizer.encode_src(toy["src"])}
+    assert len(lengths) > 3
+    translator.translate(toy["src"], beam=1)
+    greedy_calls = len(calls)
+    calls.clear()
+    translator.translate(toy["src"], beam=2)
+    assert greedy_calls < len(lengths) <= len(calls)
 
 
 @pytest.mark.parametrize("limits", [(1.5, 10), (0.5, 1)])  # the second one cuts outputs short
