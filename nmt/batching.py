@@ -114,10 +114,10 @@ class TrainBatches:
 class ChunkedRows:
     """Rows of a chunked list<int32> column by global index, gathered chunk by chunk.
 
-    Arrow's `take` on a chunked list column concatenates every chunk first: on a memory-mapped
-    10M-pair split that copies the whole column into RAM (+3.3 GB at the first batch). Here each
-    chunk's offsets and values stay zero-copy views of the mapped file, and a batch reads only
-    its own rows."""
+    Arrow's `take` on a chunked list column concatenated the chunks first: on a memory-mapped
+    10M-pair split, a copy of the columns in RAM (2.1 GB of anonymous memory at step 200, against
+    0.9 GB now). Here each chunk's offsets and values stay zero-copy views of the mapped file, and
+    a batch reads only its own rows."""
 
     def __init__(self, column):
         self.chunks = [(c.offsets.to_numpy(), c.values.to_numpy()) for c in column.chunks]

@@ -3,9 +3,9 @@
 `CT2Translator` keeps the torch `Translator`'s semantics (`nmt.translate.TranslatorBase`): our
 SentencePiece, `</s>` appended to the source, the length limit `a * len + b` per sentence, beam
 search ranked by the GNMT length penalty, n-best with scores, sampling, n-gram blocking and
-attention for alignments. CTranslate2 normalises scores by
-`len ** penalty`, not GNMT's `((5 + len) / 6) ** alpha`, so beam search runs unnormalised with
-every finished hypothesis kept (`num_hypotheses = beam`), and they are ranked here by GNMT.
+attention for alignments. CTranslate2 normalises scores by `len ** penalty`, not GNMT's
+`((5 + len) / 6) ** alpha`, so beam search runs unnormalised with every finished hypothesis kept
+(`num_hypotheses = beam`), and they are ranked here by GNMT.
 """
 
 from __future__ import annotations
