@@ -37,9 +37,9 @@ Cache = dict[str, Tensor]
 def use_fast_cuda_kernels(device: torch.device) -> None:
     """Kernel choices for CUDA: TF32 tensor cores for the float32 products left outside autocast,
     and attention without cuDNN's SDPA backend. cuDNN builds an execution plan per input shape,
-    and token-bucketed batches (and every decoding step) bring a new (B, S, T) almost every call:
-    on an H100 the profile of a Transformer-base training run showed ~6 ms of host time per
-    attention call. Flash and memory-efficient attention take any shape without a plan."""
+    and token-bucketed batches (and every decoding step) bring a new (B, S, T) almost every call
+    (on an H100, a Transformer-base training profile showed ~6 ms of host time per attention
+    call, the likely cost). Flash and memory-efficient attention take any shape without a plan."""
     if torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
