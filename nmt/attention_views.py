@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.errors import NMTError
+from nmt.plots import pyplot, save_png
+from nmt.tokenizer import BOS
 
 HEADS = ("mean", "all")
 KINDS = {  # name in Translation.maps -> (title, row labels, column labels)
@@ -70,7 +72,7 @@ def axis_labels(kind: str, src_pieces: list[str], tgt_pieces: list[str]):
     if kind == "encoder":
         return src_pieces, src_pieces
     if kind == "decoder":  # step t reads <s> y_1 .. y_{t-1} and predicts y_t
-        return tgt_pieces, ["<s>"] + tgt_pieces[:-1]
+        return tgt_pieces, [BOS] + tgt_pieces[:-1]
     return tgt_pieces, src_pieces
 
 
@@ -93,11 +95,7 @@ def _grid(maps, labels, kind: str, title: str, views: Views, path: Path) -> None
     """One heatmap per head (or one for their mean), titled, tokens on both axes."""
     import math
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows, cols = labels
     n = maps.size(0)
     ncols = min(n, 4)
@@ -120,5 +118,22 @@ def _grid(maps, labels, kind: str, title: str, views: Views, path: Path) -> None
         )
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_png(fig, path, dpi=80)
+
+
+def plot_attention(t, path: Path) -> None:
+    """Heatmap of one `Translation`'s attention: source pieces across, target pieces down."""
+    import numpy as np
+
+    plt = pyplot()
+    att = np.asarray(t.attention[: len(t.tgt_pieces), : len(t.src_pieces)])
+    fig, ax = plt.subplots(
+        figsize=(max(4, 0.4 * len(t.src_pieces) + 2), max(3, 0.35 * len(t.tgt_pieces) + 2))
+    )
+    ax.imshow(att, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(t.src_pieces)), t.src_pieces, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(t.tgt_pieces)), t.tgt_pieces, fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("target")
+    fig.tight_layout()
+    save_png(fig, path, dpi=100)

@@ -94,9 +94,9 @@ class TrainBatches:
         n = len(batches) // self.world * self.world or len(batches)
         return batches[self.rank : n : self.world]
 
-    def collate(self, idx: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """src (B, S), tgt_in = BOS + y (B, T), tgt_out = y + EOS (B, T), padded with PAD."""
-        return tuple(t.to(device) for t in self.read(idx))
+    def target_tokens(self, idx: np.ndarray) -> int:
+        """Target tokens of a batch (EOS included): its tgt_out's non-pad positions."""
+        return int(self.tgt_len[idx].sum())
 
     def read(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The padded CPU tensors of one batch, read from Arrow without Python lists."""
@@ -180,19 +180,31 @@ class MappedPages:
 
 
 def _pad_flat(src_vals, src_lens, tgt_vals, tgt_lens):
-    """Scatter flat ids into PAD-filled (B, S) and (B, T + 1) arrays; BOS/EOS around targets."""
+    """src (B, S), tgt_in = BOS + y (B, T), tgt_out = y + EOS (B, T), padded with PAD, from
+    flat ids and lengths: every batch, training or decoding, is padded here."""
     B = len(src_lens)
-    S, T = int(src_lens.max()), int(tgt_lens.max()) + 1
-    src = np.full((B, S), PAD_ID, dtype=np.int64)
-    src[_rows(src_lens), _cols(src_lens)] = src_vals
-    tgt_in = np.full((B, T), PAD_ID, dtype=np.int64)
-    tgt_out = np.full((B, T), PAD_ID, dtype=np.int64)
-    rows, cols = _rows(tgt_lens), _cols(tgt_lens)
+    T = int(tgt_lens.max()) + 1 if B else 1
+    src = _scatter(src_vals, src_lens, int(src_lens.max()) if B else 0)
+    tgt_in = _scatter(tgt_vals, tgt_lens, T, offset=1)
     tgt_in[:, 0] = BOS_ID
-    tgt_in[rows, cols + 1] = tgt_vals
-    tgt_out[rows, cols] = tgt_vals
+    tgt_out = _scatter(tgt_vals, tgt_lens, T)
     tgt_out[np.arange(B), tgt_lens] = EOS_ID
     return tuple(torch.from_numpy(a) for a in (src, tgt_in, tgt_out))
+
+
+def _scatter(vals: np.ndarray, lens: np.ndarray, width: int, offset: int = 0) -> np.ndarray:
+    """A PAD-filled (len(lens), width) int64 array with row i's `lens[i]` values of the flat
+    `vals` placed from column `offset` on."""
+    out = np.full((len(lens), width), PAD_ID, dtype=np.int64)
+    out[_rows(lens), _cols(lens) + offset] = vals
+    return out
+
+
+def _flat(seqs) -> tuple[np.ndarray, np.ndarray]:
+    """Lists of ids as (concatenated values, lengths)."""
+    lens = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    vals = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(lens.sum()))
+    return vals, lens
 
 
 def _rows(lens: np.ndarray) -> np.ndarray:
@@ -240,7 +252,7 @@ class Prefetcher:
             if self.stopped.is_set() or isinstance(item, BaseException):
                 return
 
-    def collate(self, idx: np.ndarray, device=None):
+    def collate(self, idx: np.ndarray):
         """The next batch of the schedule (which must be `idx`) on the device."""
         t0 = time.perf_counter()
         i, item = self.queue.get()
@@ -261,14 +273,10 @@ class Prefetcher:
 
 def pad(seqs, device) -> torch.Tensor:
     """(B, longest) int64 tensor of id sequences, padded with PAD_ID."""
-    out = np.full((len(seqs), max(len(s) for s in seqs)), PAD_ID, dtype=np.int64)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = s
-    return torch.from_numpy(out).to(device)
+    vals, lens = _flat(seqs)
+    return torch.from_numpy(_scatter(vals, lens, int(lens.max()))).to(device)
 
 
 def collate(src_ids: list[list[int]], tgt_ids: list[list[int]], device):
     """src (B, S), tgt_in = BOS + y (B, T), tgt_out = y + EOS (B, T), padded with PAD."""
-    tgt_in = pad([[BOS_ID, *t] for t in tgt_ids], device)
-    tgt_out = pad([[*t, EOS_ID] for t in tgt_ids], device)
-    return pad(src_ids, device), tgt_in, tgt_out
+    return tuple(t.to(device) for t in _pad_flat(*_flat(src_ids), *_flat(tgt_ids)))

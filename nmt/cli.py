@@ -5,15 +5,19 @@ Heavy imports (torch, datasets) happen inside the commands so that `nmt --help` 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import os
 import sys
+import typing
 from pathlib import Path
 
 import typer
 
-from nmt.config import BATCH_TOKENS, BEAM, LENGTH_PENALTY
 from nmt.errors import Interrupted, NMTError
 from nmt.export import QUANTIZATIONS
+from nmt.search_options import SearchOptions
 
 app = typer.Typer(
     name="nmt",
@@ -39,6 +43,33 @@ def _root(
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _decode_flags(command):
+    """Give `command` one flag per decoding option (`SearchOptions` fields with a flag in their
+    metadata: name, help and default come from there); the command receives them as one
+    `decode: SearchOptions`. `translate` and `evaluate` share them this way."""
+    hints = typing.get_type_hints(SearchOptions)
+    fields = [f for f in dataclasses.fields(SearchOptions) if "flag" in f.metadata]
+    flags = []
+    for f in fields:
+        name, short = f.metadata["flag"], f.metadata["short"]
+        decl = f"{name}/--no-{name[2:]}" if hints[f.name] is bool else name
+        option = typer.Option(f.default, decl, *([short] if short else []), help=f.metadata["help"])
+        flags.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]
+            )
+        )
+
+    @functools.wraps(command)
+    def with_decode(*args, **kwargs):
+        decode = SearchOptions(**{f.name: kwargs.pop(f.name) for f in fields})
+        return command(*args, decode=decode, **kwargs)
+
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "decode"]
+    with_decode.__signature__ = inspect.Signature(own + flags)
+    return with_decode
 
 
 @app.command()
@@ -77,33 +108,21 @@ def preprocess(
     force: bool = typer.Option(False, help="Overwrite an existing data dir."),
 ) -> None:
     """Clean parallel data, train SentencePiece and write an encoded data dir."""
-    from nmt.data import PreprocessOptions, Source, find_plain, preprocess
+    from nmt.data import CorpusInputs, PreprocessOptions, preprocess
 
-    if model_type not in ("unigram", "bpe"):
-        raise NMTError(f"--model-type must be unigram or bpe, not {model_type!r}")
-    columns = (src_column or src, tgt_column or tgt)
-    sources: dict[str, Source] = {}
-    hub_split_names = hub_splits.split(",")
-    for i, (split, prefix, file) in enumerate(
-        [
-            ("train", train_prefix, train_file),
-            ("valid", valid_prefix, valid_file),
-            ("test", test_prefix, test_file),
-        ]
-    ):
-        if prefix and file:
-            raise NMTError(f"give either --{split}-prefix or --{split}-file, not both")
-        if prefix:
-            paths = (str(find_plain(prefix, src)), str(find_plain(prefix, tgt)))
-            sources[split] = Source("plain", paths)
-        elif file:
-            sources[split] = Source("table", (file,), columns)
-        elif hub and i < len(hub_split_names) and hub_split_names[i]:
-            sources[split] = Source(
-                "hub", (), (src, tgt), hub, hub_config, hub_split_names[i].strip()
-            )
-    if "train" not in sources:
-        raise NMTError("no training data: give --train-prefix, --train-file or --hub")
+    inputs = CorpusInputs(
+        train_prefix,
+        valid_prefix,
+        test_prefix,
+        train_file,
+        valid_file,
+        test_file,
+        src_column,
+        tgt_column,
+        hub,
+        hub_config,
+        hub_splits,
+    )
     opts = PreprocessOptions(
         src_lang=src,
         tgt_lang=tgt,
@@ -115,7 +134,7 @@ def preprocess(
         max_ratio=max_ratio,
         dedupe=dedupe,
         num_proc=num_proc,
-        sources=sources,
+        sources=inputs.sources(src, tgt),
         **({"input_sentence_size": input_sentence_size} if input_sentence_size else {}),
     )
     preprocess(opts, out, force=force, log=_say)
@@ -147,7 +166,7 @@ def train(
     except Interrupted as e:  # Ctrl-C or SIGTERM: last.pt is saved
         _say(f"nmt: {e}")
         raise typer.Exit(e.exit_status) from None
-    if int(os.environ.get("RANK", 0)) == 0:
+    if summary["rank"] == 0:
         best = summary["best"]
         best_s = f"{best:.2f}" if best is not None else "n/a"
         _say(
@@ -157,6 +176,7 @@ def train(
 
 
 @app.command()
+@_decode_flags
 def translate(
     inputs: list[Path] = typer.Argument(None, help="Input files (default: stdin)."),
     ckpt: Path = typer.Option(
@@ -165,21 +185,6 @@ def translate(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: stdout)."
     ),
-    beam: int | None = typer.Option(
-        None, "--beam", "-b", help=f"Beam size (1: greedy) [default: {BEAM}; 1 with --sample]."
-    ),
-    batch_tokens: int = typer.Option(BATCH_TOKENS, help="Source tokens per batch."),
-    alpha: float = typer.Option(
-        LENGTH_PENALTY, "--length-penalty", help="GNMT length penalty alpha."
-    ),
-    n_best: int = typer.Option(1, help="Hypotheses per line (tab-separated with scores)."),
-    max_len_a: float = typer.Option(1.5, help="Max output length = a * source length + b."),
-    max_len_b: int = typer.Option(10, help="Max output length = a * source length + b."),
-    sample: bool = typer.Option(False, help="Sample instead of searching (beam 1)."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature."),
-    top_k: int = typer.Option(0, help="Sample among the k best tokens (0: all)."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
-    no_repeat_ngram: int = typer.Option(0, help="Block repeated n-grams of this size."),
     alignment: bool = typer.Option(
         False, help="Append the source-target alignment (tab-separated)."
     ),
@@ -200,38 +205,17 @@ def translate(
     buffer: int | None = typer.Option(
         None, help="Translate and flush every N lines (default: 1 when typed in, else chunks)."
     ),
+    decode: SearchOptions = SearchOptions(),
 ) -> None:
     """Translate files or stdin, one output line per input line, in order."""
     from nmt.attention_views import Views
-    from nmt.translate import run_translation
+    from nmt.translate import AttentionOutput, TranslateIO, run_translation
+    from nmt.translator import RuntimeOptions
 
-    run_translation(
-        ckpt,
-        inputs or [],
-        output,
-        search=dict(
-            beam=beam,
-            alpha=alpha,
-            n_best=n_best,
-            max_len_a=max_len_a,
-            max_len_b=max_len_b,
-            sample=sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            no_repeat_ngram=no_repeat_ngram,
-        ),
-        batch_tokens=batch_tokens,
-        alignment=alignment,
-        attention_plot=attention_plot,
-        views=Views(attention_layer, attention_heads, self_attention),
-        device=device,
-        threads=threads,
-        seed=seed,
-        progress=not quiet and sys.stderr.isatty(),
-        log=_say,
-        buffer=buffer,
-    )
+    io = TranslateIO(inputs or [], output, buffer, progress=not quiet and sys.stderr.isatty())
+    views = Views(attention_layer, attention_heads, self_attention)
+    attention = AttentionOutput(alignment, attention_plot, views)
+    run_translation(ckpt, io, decode, RuntimeOptions(device, threads), attention, seed, _say)
 
 
 @app.command()
@@ -249,6 +233,7 @@ def export(
 
 
 @app.command()
+@_decode_flags
 def evaluate(
     ckpt: Path | None = typer.Option(
         None, "--checkpoint", "-c", help="Checkpoint (or nmt export dir) to translate with."
@@ -263,37 +248,20 @@ def evaluate(
     ),
     hypothesis: Path | None = typer.Option(None, help="Score this existing hypothesis file."),
     tgt_lang: str | None = typer.Option(None, help="Target language (picks the BLEU tokenizer)."),
-    beam: int = typer.Option(BEAM, "--beam", "-b", help="Beam size."),
-    alpha: float = typer.Option(
-        LENGTH_PENALTY, "--length-penalty", help="GNMT length penalty alpha."
-    ),
-    batch_tokens: int = typer.Option(BATCH_TOKENS, help="Source tokens per batch."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the translations here."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the scores as JSON here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
+    decode: SearchOptions = SearchOptions(),
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, TER) against references."""
+    from nmt.evaluate import EvalInputs, EvalOutputs, format_table
     from nmt.evaluate import evaluate as run_evaluate
-    from nmt.evaluate import format_table
+    from nmt.translator import RuntimeOptions
 
-    result = run_evaluate(
-        checkpoint=ckpt,
-        data_dir=data,
-        split=split,
-        source=source,
-        reference=reference,
-        hypothesis=hypothesis,
-        tgt_lang=tgt_lang,
-        beam=beam,
-        alpha=alpha,
-        batch_tokens=batch_tokens,
-        output=output,
-        json_out=json_out,
-        device=device,
-        threads=threads,
-    )
-    print(format_table(result))
+    inputs = EvalInputs(ckpt, data, split, source, reference, hypothesis, tgt_lang)
+    outputs = EvalOutputs(output, json_out)
+    print(format_table(run_evaluate(inputs, decode, RuntimeOptions(device, threads), outputs)))
 
 
 @app.command()

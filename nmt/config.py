@@ -1,6 +1,8 @@
 """Typed configuration: a tree of frozen dataclasses loaded from YAML plus dotted overrides.
 
 Unknown keys, wrong types and impossible combinations fail loudly with the valid choices named.
+The `model` section is the chosen backend's config class (`nmt.models.CONFIGS`): a key that
+backend does not read is an error naming its keys. Importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -13,71 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmt.checks import choice, positive, probability
 from nmt.errors import NMTError
 from nmt.files import write_text
-
-# Decoding defaults, shared by the CLI, the Python API and validation during training
-BEAM = 5
-LENGTH_PENALTY = 0.6  # GNMT length penalty alpha
-BATCH_TOKENS = 4000  # source tokens per decoding batch
-
-
-def _names(module: str, table: str) -> tuple[str, ...]:
-    """The names a dispatch table accepts. Read when a config is checked, so that the names are
-    written once, where they are dispatched, and `import nmt.config` stays light."""
-    import importlib
-
-    return tuple(getattr(importlib.import_module(module), table))
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise NMTError(f"{name}={value!r} is not one of: {', '.join(choices)}")
-
-
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise NMTError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+from nmt.models import CONFIGS, DEFAULT_BACKEND, ModelConfig
+from nmt.optim import METRICS, OPTIMIZERS, SCHEDULES
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dir: str = "data-bin"  # a data dir written by `nmt preprocess`
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    backend: str = "transformer"
-    d_model: int = 256  # embedding and hidden size
-    encoder_layers: int = 3
-    decoder_layers: int = 3
-    dropout: float = 0.1
-    max_len: int = 256  # longest source/target (subwords) the model accepts
-    tie_embeddings: bool = True  # output = target embedding (and source too if joint vocab)
-    # RNN backends
-    cell: str = "lstm"
-    attention: str = "bahdanau"
-    # Transformer
-    n_heads: int = 4
-    d_ff: int = 1024
-    norm: str = "pre"
-    positions: str = "sinusoidal"
-    attention_dropout: float = 0.1
-
-    def __post_init__(self):
-        backends = _names("nmt.models", "BACKENDS")
-        _choice("model.backend", self.backend, backends)
-        _choice("model.cell", self.cell, _names("nmt.models.rnn", "CELLS"))
-        _choice("model.attention", self.attention, _names("nmt.models.rnn_scores", "SCORES"))
-        _choice("model.norm", self.norm, ("pre", "post"))
-        _choice("model.positions", self.positions, _names("nmt.models.transformer", "POSITIONS"))
-        for name in ("d_model", "encoder_layers", "decoder_layers", "max_len", "n_heads", "d_ff"):
-            _positive(f"model.{name}", getattr(self, name))
-        if not 0 <= self.dropout < 1 or not 0 <= self.attention_dropout < 1:
-            raise NMTError("model.dropout and model.attention_dropout must be in [0, 1)")
-        from nmt.models import BACKENDS
-
-        BACKENDS[self.backend].check_config(self)  # what only this backend needs
 
 
 @dataclass(frozen=True)
@@ -110,31 +57,66 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0: all cores
 
     def __post_init__(self):
-        _choice("train.optimizer", self.optimizer, _names("nmt.optim", "OPTIMIZERS"))
-        _choice("train.schedule", self.schedule, _names("nmt.optim", "SCHEDULES"))
-        _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
-        _choice("train.best_metric", self.best_metric, _names("nmt.optim", "METRICS"))
-        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
-        positive = ("max_tokens", "accum", "lr", "valid_every", "valid_beam", "log_every")
-        for name in positive + ("keep_last",):
-            _positive(f"train.{name}", getattr(self, name))
+        choice("train.optimizer", self.optimizer, tuple(OPTIMIZERS))
+        choice("train.schedule", self.schedule, tuple(SCHEDULES))
+        choice("train.precision", self.precision, PRECISIONS)
+        choice("train.best_metric", self.best_metric, tuple(METRICS))
+        choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        for name in (
+            "max_tokens",
+            "accum",
+            "lr",
+            "valid_every",
+            "valid_beam",
+            "log_every",
+            "keep_last",
+        ):
+            positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_epochs", "max_time", "warmup", "clip_norm", "patience"):
-            _positive(f"train.{name}", getattr(self, name), allow_zero=True)
+            positive(f"train.{name}", getattr(self, name), allow_zero=True)
         for name in ("weight_decay", "valid_max_sentences", "threads"):
-            _positive(f"train.{name}", getattr(self, name), allow_zero=True)
-        if not 0 <= self.label_smoothing < 1:
-            raise NMTError("train.label_smoothing must be in [0, 1)")
+            positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        probability("train.label_smoothing", self.label_smoothing)
         if not all(0 <= b < 1 for b in self.betas):
             raise NMTError(f"train.betas must be in [0, 1), got {list(self.betas)}")
         if self.best_metric == "bleu" and not self.valid_bleu:
             raise NMTError("train.best_metric=bleu needs train.valid_bleu=true (or pick loss/ppl)")
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=CONFIGS[DEFAULT_BACKEND])
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def model_from_dict(data: Any) -> ModelConfig:
+    """The `model` section as its backend's config class.
+
+    A section that lists every field of every backend is a config written before the backends
+    had configs of their own (a checkpoint's or a run dir's): the other backends' fields in it
+    are dropped."""
+    if not isinstance(data, dict):
+        raise NMTError(f"model must be a mapping, got {type(data).__name__}")
+    backend = data.get("backend", DEFAULT_BACKEND)
+    choice("model.backend", backend, tuple(CONFIGS))
+    cls = CONFIGS[backend]
+    own = {f.name for f in dataclasses.fields(cls)}
+    if set(data) == _ALL_MODEL_FIELDS:
+        data = {k: v for k, v in data.items() if k in own}
+    foreign = [k for k in data if k not in own and k in _ALL_MODEL_FIELDS]
+    if foreign:  # another backend's key (an unknown one is reported by from_dict)
+        raise NMTError(
+            f"model.{foreign[0]} is not a key of the {backend} backend; its keys: "
+            f"{', '.join(f.name for f in dataclasses.fields(cls))}"
+        )
+    return from_dict(cls, {**data, "backend": backend}, "model")
+
+
+_ALL_MODEL_FIELDS = {f.name for cls in CONFIGS.values() for f in dataclasses.fields(cls)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +144,8 @@ def from_dict(cls, data: Any, where: str = ""):
 
 
 def _coerce(tp, value: Any, path: str):
+    if tp is ModelConfig:
+        return model_from_dict(value if value is not None else {})
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, path)
     origin = typing.get_origin(tp)

@@ -1,27 +1,49 @@
 """Translation on CTranslate2 from an `nmt export` directory, without importing torch.
 
-`CT2Translator` keeps the torch `Translator`'s semantics (`nmt.translate.TranslatorBase`): our
+`CT2Translator` keeps the torch runtime's semantics (`nmt.translator.TranslatorBase`): our
 SentencePiece, `</s>` appended to the source, the length limit `a * len + b` per sentence, beam
 search ranked by the GNMT length penalty, n-best with scores, sampling, n-gram blocking and
 attention for alignments. CTranslate2 normalises scores by `len ** penalty`, not GNMT's
 `((5 + len) / 6) ** alpha`, so beam search runs unnormalised with every finished hypothesis kept
 (`num_hypotheses = beam`), and they are ranked here by GNMT.
+
+This module also owns the export dir's format: its manifest (`MANIFEST`), written by
+`nmt.export` through `write_manifest` and checked by every load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from pathlib import Path
-from types import SimpleNamespace
 
+from nmt import datadir
+from nmt.config import Config, from_dict
 from nmt.errors import NMTError
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import EOS_ID, Tokenizer
-from nmt.translate import TranslatorBase
+from nmt.translator import RuntimeOptions, TranslatorBase
 
 MANIFEST = "nmt-export.json"
+MANIFEST_FORMAT, MANIFEST_VERSION = "nmt-ctranslate2", 1
+
+
+def write_manifest(export_dir: Path, tokenizer: Tokenizer, fields: dict) -> dict:
+    """Write the SentencePiece model(s) and the manifest listing every file of the dir."""
+    d = Path(export_dir)
+    protos = datadir.spm_protos(tokenizer)
+    for name, proto in protos.items():
+        (d / name).write_bytes(proto)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        **fields,
+        "joint_vocab": tokenizer.joint,
+        "spm": {name: hashlib.sha256(proto).hexdigest() for name, proto in protos.items()},
+    }
+    manifest["files"] = sorted(p.name for p in d.iterdir()) + [MANIFEST]
+    (d / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
 
 
 def read_manifest(export_dir: Path) -> dict:
@@ -50,18 +72,18 @@ def read_manifest(export_dir: Path) -> dict:
 
 
 class CT2Translator(TranslatorBase):
-    """An exported model on CTranslate2, with the same API as `nmt.translate.Translator`."""
+    """An exported model on CTranslate2, with the same API as the torch runtime."""
 
     has_attention = True  # a Transformer: cross-attention for --alignment / --attention-plot
 
-    def __init__(self, model, tokenizer: Tokenizer, cfg, manifest: dict):
+    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, manifest: dict):
         self.model, self.tokenizer, self.cfg, self.manifest = model, tokenizer, cfg, manifest
         self.max_len = cfg.model.max_len
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", threads: int = 0) -> CT2Translator:
+    def open(cls, path: str | Path, runtime: RuntimeOptions = RuntimeOptions()) -> CT2Translator:
         """Open an export dir; `threads` 0 lets CTranslate2 use every core."""
-        d = Path(path)
+        d, device, threads = Path(path), runtime.device, runtime.threads
         manifest = read_manifest(d)
         try:
             import ctranslate2
@@ -69,11 +91,9 @@ class CT2Translator(TranslatorBase):
             raise NMTError(
                 f"{d} is a CTranslate2 export: pip install 'nmt[ct2]' (or ctranslate2) to run it"
             ) from None
-        if device not in ("cpu", "cuda"):
-            raise NMTError(f"--device must be cpu or cuda, not {device!r}")
         if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
             raise NMTError("--device cuda asked for, but no CUDA device is available")
-        cfg = _config_view(manifest["config"])
+        cfg = from_dict(Config, manifest["config"])
         names = list(manifest["spm"])
         tokenizer = Tokenizer.from_files(*(d / n for n in names))
         try:
@@ -87,7 +107,7 @@ class CT2Translator(TranslatorBase):
 
         ctranslate2.set_random_seed(seed)
 
-    def search(self, ids: list[list[int]], opts: SearchOptions, batch_tokens: int) -> list[list]:
+    def search(self, ids: list[list[int]], opts: SearchOptions) -> list[list[Hypothesis]]:
         """n-best `Hypothesis` lists in input order.
 
         Beam search and sampling batches share one length limit. Greedy search is
@@ -95,23 +115,21 @@ class CT2Translator(TranslatorBase):
         the few hypotheses that reach their own limit are decoded again under it, which keeps
         every output and score what a per-sentence limit gives (and batches full: small int8
         batches are slow)."""
-        limits = [length_limit(len(s), opts, self.max_len) for s in ids]
+        limits = opts.length_limits([len(s) for s in ids], self.max_len)
         greedy = opts.beam == 1 and not opts.sample
-        results = self._batches(ids, limits, opts, batch_tokens, shared_limit=not greedy)
+        results = self._batches(ids, limits, opts, shared_limit=not greedy)
         if greedy:
             redo = [i for i, hyps in enumerate(results) if len(hyps[0].tokens) >= limits[i]]
-            again = self._batches(
-                [ids[i] for i in redo], [limits[i] for i in redo], opts, batch_tokens, True
-            )
+            again = self._batches([ids[i] for i in redo], [limits[i] for i in redo], opts, True)
             for i, hyps in zip(redo, again):
                 results[i] = hyps
         return results
 
-    def _batches(self, ids, limits, opts: SearchOptions, batch_tokens: int, shared_limit: bool):
+    def _batches(self, ids, limits, opts: SearchOptions, shared_limit: bool):
         """Decode `ids` in length-sorted batches within the token budget, each batch up to the
         largest limit in it (with `shared_limit`, every sentence of a batch has that limit)."""
         order = sorted(range(len(ids)), key=lambda i: (limits[i], len(ids[i])))
-        budget = max(batch_tokens // max(1, opts.beam // 2), 64)
+        budget = opts.budget()
         results: list[list] = [[] for _ in ids]
         batch: list[int] = []
         for i in order + [-1]:
@@ -192,20 +210,3 @@ class CT2Translator(TranslatorBase):
                 att = np.asarray(result.attention[k], dtype=np.float32)  # (steps, S)
             hyps.append(Hypothesis(tokens, score, att))
         return sorted(hyps, key=lambda h: -h.score)[: opts.n_best]
-
-
-def _config_view(raw: dict) -> SimpleNamespace:
-    """The exported model's config as attributes (`cfg.model.max_len`, `cfg.data.dir`). It was
-    checked when exported; `nmt.config.Config` would check it again through the backend tables,
-    which import torch."""
-    return SimpleNamespace(**{k: SimpleNamespace(**v) for k, v in raw.items()})
-
-
-def length_limit(src_len: int, opts: SearchOptions, max_len: int) -> int:
-    """Output tokens allowed (EOS included), in float32 as `nmt.search.generate` computes it."""
-    limit = int(_f32(_f32(_f32(opts.max_len_a) * src_len) + _f32(opts.max_len_b)))
-    return min(max(limit, 1), max_len)
-
-
-def _f32(x: float) -> float:
-    return struct.unpack("f", struct.pack("f", x))[0]

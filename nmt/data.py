@@ -1,24 +1,17 @@
-"""Parallel data: read corpora through HF `datasets`, clean, train SentencePiece, encode, write a data dir.
-
-A data dir holds everything `nmt train` needs:
-  meta.json                 languages, vocab sizes, counts, options, input fingerprint
-  spm.model | spm.{src,tgt}.model
-  {train,valid,test}/       Arrow datasets (memory-mapped): src_ids, tgt_ids, src_len, tgt_len
-  {valid,test}.{src,tgt}    raw text, aligned line by line with the references
+"""`nmt preprocess`: read corpora (plain files, TSV/JSONL tables through HF `datasets`, hub
+datasets), clean, train SentencePiece, encode, and write a data dir (`nmt.datadir` owns its
+layout) that `nmt train` reads.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import itertools
 import json
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,11 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nmt import datadir
 from nmt.errors import NMTError
-from nmt.files import remove_stale_temps, reporting_full_disk, temp_name
+from nmt.files import open_bytes, remove_stale_temps, reporting_full_disk, temp_name
+from nmt.signals import sigterm_as_interrupt
 from nmt.stages import (
     BLOCK,
-    CHUNK,
+    PAIRS_PER_CHUNK,
     ArrowStream,
     Stage,
     clean_chunk,
@@ -42,20 +37,8 @@ from nmt.stages import (
 )
 from nmt.tokenizer import SPM_SAMPLE_SENTENCES
 
-SPLITS = ("train", "valid", "test")
-META = "meta.json"
-FORMAT_VERSION = 1
-ARROW_FILE = "data-00000-of-00001.arrow"  # the file name `datasets.save_to_disk` would use
 PARALLEL_MIN_PAIRS = 50_000  # worker processes only pay off on big corpora
 CLEAN_SCHEMA = pa.schema([("src", pa.string()), ("tgt", pa.string())])
-ENCODED_SCHEMA = pa.schema(
-    [
-        ("src_ids", pa.list_(pa.int32())),
-        ("tgt_ids", pa.list_(pa.int32())),
-        ("src_len", pa.int32()),
-        ("tgt_len", pa.int32()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -68,6 +51,50 @@ class Source:
     hub_name: str = ""
     hub_config: str | None = None
     hub_split: str = ""
+
+
+@dataclass(frozen=True)
+class CorpusInputs:
+    """Where the splits come from, as `nmt preprocess` names them: aligned plain files
+    (PREFIX.{src,tgt}[.gz]), TSV/JSONL tables (with column names), or a hub dataset."""
+
+    train_prefix: str | None = None
+    valid_prefix: str | None = None
+    test_prefix: str | None = None
+    train_file: str | None = None
+    valid_file: str | None = None
+    test_file: str | None = None
+    src_column: str | None = None  # default: the source language code
+    tgt_column: str | None = None
+    hub: str | None = None
+    hub_config: str | None = None
+    hub_splits: str = "train,validation,test"  # hub split names for train,valid,test
+
+    def sources(self, src: str, tgt: str) -> dict[str, Source]:
+        """Each given split's `Source`; the training split is required."""
+        columns = (self.src_column or src, self.tgt_column or tgt)
+        hub_names = self.hub_splits.split(",")
+        sources: dict[str, Source] = {}
+        for i, split in enumerate(datadir.SPLITS):
+            prefix, file = getattr(self, f"{split}_prefix"), getattr(self, f"{split}_file")
+            if prefix and file:
+                raise NMTError(f"give either --{split}-prefix or --{split}-file, not both")
+            if prefix:
+                sources[split] = Source(
+                    "plain", (str(find_plain(prefix, src)), str(find_plain(prefix, tgt)))
+                )
+            elif file:
+                sources[split] = Source("table", (file,), columns)
+            elif self.hub and i < len(hub_names) and hub_names[i]:
+                sources[split] = Source(
+                    "hub", (), (src, tgt), self.hub, self.hub_config, hub_names[i].strip()
+                )
+        if "train" not in sources:
+            raise NMTError("no training data: give --train-prefix, --train-file or --hub")
+        return sources
+
+
+MODEL_TYPES = ("unigram", "bpe")
 
 
 @dataclass(frozen=True)
@@ -85,6 +112,10 @@ class PreprocessOptions:
     num_proc: int = 1
     sources: dict[str, Source] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise NMTError(f"--model-type must be unigram or bpe, not {self.model_type!r}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Finding and checking input files
@@ -98,10 +129,6 @@ def find_plain(prefix: str, lang: str) -> Path:
     raise NMTError(f"missing file: {prefix}.{lang} (also tried {prefix}.{lang}.gz)")
 
 
-def _open_bytes(path: Path):
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
-
-
 def check_text_file(path: Path, on_lines=None) -> int:
     """Count lines of a UTF-8 text file; invalid UTF-8 is an error naming file and line.
 
@@ -112,7 +139,7 @@ def check_text_file(path: Path, on_lines=None) -> int:
         raise NMTError(f"missing file: {path}")
     n, tail = 0, b""
     try:
-        with _open_bytes(path) as f:
+        with open_bytes(path) as f:
             while block := f.read(BLOCK):
                 block = tail + block
                 cut = block.rfind(b"\n") + 1  # UTF-8 never splits a character at a newline
@@ -145,9 +172,9 @@ def _check_utf8(path: Path, body: bytes, lines_before: int) -> None:
 
 def _plain_chunks(src_path: str, tgt_path: str) -> Iterator[tuple[list[bytes], list[bytes]]]:
     """Aligned chunks of raw lines (bytes, newline included) from two files."""
-    with _open_bytes(Path(src_path)) as fs, _open_bytes(Path(tgt_path)) as ft:
-        while src := list(itertools.islice(fs, CHUNK)):
-            yield src, list(itertools.islice(ft, CHUNK))
+    with open_bytes(Path(src_path)) as fs, open_bytes(Path(tgt_path)) as ft:
+        while src := list(itertools.islice(fs, PAIRS_PER_CHUNK)):
+            yield src, list(itertools.islice(ft, PAIRS_PER_CHUNK))
 
 
 def _file_stamp(path: str) -> list:
@@ -186,7 +213,9 @@ def load_split(source: Source, cache_dir: Path, on_lines=None) -> SplitInput:
     ds = _load_dataset(source, cache_dir)
     if on_lines is not None:
         on_lines(len(ds))
-    return SplitInput(len(ds), lambda: ((b["src"], b["tgt"]) for b in ds.iter(batch_size=CHUNK)))
+    return SplitInput(
+        len(ds), lambda: ((b["src"], b["tgt"]) for b in ds.iter(batch_size=PAIRS_PER_CHUNK))
+    )
 
 
 def _load_dataset(source: Source, cache_dir: Path):
@@ -281,7 +310,7 @@ def fingerprint(opts: PreprocessOptions) -> str:
         stamps.append([split, asdict(source), files])
     body = {k: v for k, v in asdict(opts).items() if k not in ("sources", "num_proc")}
     return hashlib.sha1(
-        json.dumps([FORMAT_VERSION, body, stamps], sort_keys=True).encode()
+        json.dumps([datadir.FORMAT_VERSION, body, stamps], sort_keys=True).encode()
     ).hexdigest()
 
 
@@ -289,10 +318,9 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
     """Read, clean, train SentencePiece, encode and write a data dir; return its meta."""
     out_dir = Path(out_dir).resolve()
     fp = fingerprint(opts)
-    meta_path = out_dir / META
     if out_dir.exists() and any(out_dir.iterdir()):
-        if meta_path.is_file() and not force:
-            old = json.loads(meta_path.read_text())
+        old = datadir.meta_if_any(out_dir)
+        if old is not None and not force:
             if old.get("fingerprint") == fp:
                 log(f"{out_dir} is up to date (same inputs and options): reusing it")
                 return old
@@ -309,7 +337,7 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
     work = temp_name(out_dir)
     shutil.rmtree(work, ignore_errors=True)
     try:
-        with _sigterm_as_interrupt(), reporting_full_disk(out_dir):
+        with sigterm_as_interrupt(), reporting_full_disk(out_dir):
             work.mkdir(parents=True)
             meta = _build(opts, work, fp, log)
             _replace_dir(work, out_dir)
@@ -317,24 +345,6 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
         shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out_dir} in {time.time() - t0:.1f}s")
     return meta
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """`kill` unwinds like Ctrl-C, so the work dir is removed on the way out."""
-
-    def handle(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handle)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
@@ -356,7 +366,9 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         stage = Stage("encode", kept, log)
         batches = masked(read_batches(clean), keep)
         tasks = ((b, protos, opts.max_len, opts.max_ratio) for b in batches)
-        counts["train"].update(_encode(tasks, workers, work / "train", stage, dropped))
+        counts["train"].update(
+            _encode(tasks, workers, datadir.split_dir(work, "train"), stage, dropped)
+        )
         stage.done()
         if counts["train"]["kept"] == 0:
             raise NMTError("training corpus is empty after length filtering: raise --max-len")
@@ -365,13 +377,17 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         stage = Stage("write", sum(inp.n for s, inp in inputs.items() if s != "train"), log)
         for split, inp in inputs.items():
             if split != "train":
-                tasks = ((b, protos, 0, 0.0) for b in _raw_text(inp, work / split, stage))
-                counts[split].update(_encode(tasks, workers, work / split, None, {}))
+                tasks = (
+                    (b, protos, 0, 0.0)
+                    for b in _raw_text(inp, datadir.split_dir(work, split), stage)
+                )
+                counts[split].update(
+                    _encode(tasks, workers, datadir.split_dir(work, split), None, {})
+                )
         stage.done()
 
     tok = Tokenizer(*protos)
     meta = {
-        "format": FORMAT_VERSION,
         "src_lang": opts.src_lang,
         "tgt_lang": opts.tgt_lang,
         "joint_vocab": opts.joint,
@@ -383,7 +399,8 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         "sources": {k: asdict(v) for k, v in opts.sources.items()},
         "fingerprint": fp,
     }
-    (work / META).write_text(json.dumps(meta, indent=2) + "\n")
+    datadir.write_meta(work, meta)
+    meta = datadir.read_meta(work)
     tr = counts["train"]
     drops = ", ".join(f"{v} {k}" for k, v in tr["dropped"].items() if v) or "none"
     log(f"train: {tr['read']} pairs read, {tr['kept']} kept (dropped: {drops})")
@@ -448,11 +465,11 @@ def _train_sentencepiece(clean: Path, keep, n_pairs: int, opts, coverage, work, 
     protos = []
     for side, columns in sides:
         stage = Stage("sentencepiece", k * len(columns), log, unit="sentences")
-        name = "spm.model" if opts.joint else f"spm.{side}.model"
+        path = datadir.spm_path(work, side, opts.joint)
         what = "the joint vocabulary" if opts.joint else f"{side} ({getattr(opts, side + '_lang')})"
         sentences = _counted(sample_rows(clean, pick, columns), stage)
-        train_sentencepiece(sentences, work / name, what=what, **kw)
-        protos.append((work / name).read_bytes())
+        train_sentencepiece(sentences, path, what=what, **kw)
+        protos.append(path.read_bytes())
         stage.done(
             f": {what}, {opts.vocab_size} pieces, trained on {stage.n:,} sentences "
             f"sampled from {n_pairs:,} pairs"
@@ -473,7 +490,7 @@ def _counted(items, stage: Stage, every: int = 10_000):
 
 def _encode(tasks, workers, split_dir: Path, stage, dropped: dict) -> dict:
     """Encode chunks into one Arrow file of a split; returns kept and token counts."""
-    out = ArrowStream(split_dir / ARROW_FILE, ENCODED_SCHEMA)
+    out = ArrowStream(split_dir / datadir.ARROW_FILE, datadir.encoded_schema())
     tokens = {"src": 0, "tgt": 0}
     for batch, drops in workers.map(encode_chunk, tasks):
         out.write(batch)
@@ -484,18 +501,15 @@ def _encode(tasks, workers, split_dir: Path, stage, dropped: dict) -> dict:
         if stage is not None:
             stage.update(batch.num_rows + sum(drops.values()))
     out.close()
-    _write_dataset_info(split_dir, out.rows)
+    datadir.write_dataset_info(split_dir, out.rows)
     return {"kept": out.rows, "tokens": tokens}
 
 
 def _raw_text(inp: SplitInput, split_dir: Path, stage: Stage) -> Iterator[pa.RecordBatch]:
     """Stream a valid/test split: write its raw text (one line per pair, the references) and
     yield it in batches for encoding. It is never cleaned: line i is pair i."""
-    name = split_dir.name
-    with (
-        open(split_dir.parent / f"{name}.src", "w", encoding="utf-8") as fs,
-        open(split_dir.parent / f"{name}.tgt", "w", encoding="utf-8") as ft,
-    ):
+    src_path, tgt_path = datadir.raw_text(split_dir.parent, split_dir.name)
+    with open(src_path, "w", encoding="utf-8") as fs, open(tgt_path, "w", encoding="utf-8") as ft:
         for src, tgt in inp.chunks():
             src = [_line(x) for x in src]
             tgt = [_line(x) for x in tgt]
@@ -513,32 +527,6 @@ def _line(x) -> str:
     return "" if x is None else str(x)
 
 
-def _write_dataset_info(split_dir: Path, rows: int) -> None:
-    """The two small files `datasets.load_from_disk` reads beside the Arrow data."""
-    value = {"dtype": "int32", "_type": "Value"}
-    features = {
-        "src_ids": {"feature": value, "_type": "List"},
-        "tgt_ids": {"feature": value, "_type": "List"},
-        "src_len": value,
-        "tgt_len": value,
-    }
-    info = {
-        "features": features,
-        "splits": {split_dir.name: {"name": split_dir.name, "num_examples": rows}},
-    }
-    (split_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    state = {
-        "_data_files": [{"filename": ARROW_FILE}],
-        "_fingerprint": hashlib.sha1(f"{split_dir}:{rows}".encode()).hexdigest()[:16],
-        "_format_columns": None,
-        "_format_kwargs": {},
-        "_format_type": None,
-        "_output_all_columns": False,
-        "_split": split_dir.name,
-    }
-    (split_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-
-
 def _replace_dir(new: Path, dst: Path) -> None:
     """Swap `new` into place at `dst` so that a crash never leaves a half-written data dir."""
     old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
@@ -546,34 +534,3 @@ def _replace_dir(new: Path, dst: Path) -> None:
         dst.rename(old)
     new.rename(dst)
     shutil.rmtree(old, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a data dir back
-
-
-def read_meta(data_dir: Path) -> dict:
-    data_dir = Path(data_dir)
-    path = data_dir / META
-    if not path.is_file():
-        raise NMTError(f"not a data dir (no {META}): {data_dir}; run `nmt preprocess` first")
-    return json.loads(path.read_text())
-
-
-def load_encoded(data_dir: Path, split: str):
-    """A preprocessed split as a memory-mapped HF Dataset."""
-    import datasets
-
-    path = Path(data_dir) / split
-    if not path.is_dir():
-        raise NMTError(f"data dir {data_dir} has no {split} split")
-    return datasets.load_from_disk(str(path))
-
-
-def load_tokenizer(data_dir: Path):
-    from nmt.tokenizer import Tokenizer
-
-    data_dir = Path(data_dir)
-    if (data_dir / "spm.model").is_file():
-        return Tokenizer.from_files(data_dir / "spm.model")
-    return Tokenizer.from_files(data_dir / "spm.src.model", data_dir / "spm.tgt.model")

@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from nmt.config import Config, DataConfig, ModelConfig, TrainConfig
+from nmt.config import Config, DataConfig, TrainConfig
+from nmt.models.transformer_config import TransformerConfig
 
 # Showcase sentences: only words of the demo grammar (tests/test_demo.py checks every word
 # against nmt.demo_corpus), so a trained model has seen each one.
@@ -25,8 +26,7 @@ DEMO_SENTENCES = [
 def demo_config(data_dir: Path, minutes: float) -> Config:
     return Config(
         data=DataConfig(dir=str(data_dir)),
-        model=ModelConfig(
-            backend="transformer",
+        model=TransformerConfig(
             d_model=128,
             encoder_layers=2,
             decoder_layers=2,
@@ -51,12 +51,14 @@ def demo_config(data_dir: Path, minutes: float) -> Config:
 
 def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print) -> dict:
     """Run every step into `out`; returns the paths of what it made."""
+    from nmt import checkpoint, runlog
     from nmt.data import PreprocessOptions, Source, preprocess
     from nmt.demo_corpus import write_corpus
-    from nmt.evaluate import evaluate, format_table
+    from nmt.evaluate import EvalInputs, EvalOutputs, evaluate, format_table
     from nmt.report import write_report
+    from nmt.search_options import SearchOptions
     from nmt.training import train
-    from nmt.translate import run_translation
+    from nmt.translate import AttentionOutput, TranslateIO, run_translation
 
     out = Path(out)
     corpus, data_dir, run_dir = out / "corpus", out / "data", out / "run"
@@ -80,23 +82,21 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     summary = train(cfg, run_dir, quiet=True)
     log(f"      {summary['steps']} steps, best validation BLEU {summary['best']:.1f}")
 
-    best = run_dir / "best.pt"
+    best = run_dir / checkpoint.BEST
     log("[4/6] evaluating on the test split (beam 5)")
-    scores_path, test_hyp = run_dir / "results.json", run_dir / "test.hyp"
+    scores_path, test_hyp = run_dir / runlog.RESULTS, run_dir / runlog.TEST_HYP
     result = evaluate(
-        checkpoint=best,
-        data_dir=data_dir,
-        split="test",
-        beam=5,
-        output=test_hyp,
-        json_out=scores_path,
+        EvalInputs(best, data_dir, "test"),
+        SearchOptions(beam=5),
+        outputs=EvalOutputs(test_hyp, scores_path),
     )
     log(format_table(result))
 
     log("[5/6] translating a file and drawing attention")
     src_file, hyp_file, plots = out / "input.en", out / "output.de", out / "attention"
     src_file.write_text("".join(s + "\n" for s in DEMO_SENTENCES), encoding="utf-8")
-    run_translation(best, [src_file], hyp_file, {"beam": 5}, attention_plot=plots, log=log)
+    io, attention = TranslateIO([src_file], hyp_file), AttentionOutput(plot_dir=plots)
+    run_translation(best, io, SearchOptions(beam=5), attention=attention, log=log)
     for src, hyp in zip(DEMO_SENTENCES, hyp_file.read_text(encoding="utf-8").splitlines()):
         log(f"      {src}\n   -> {hyp}")
     log("[6/6] writing a report of the run")

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.config import BATCH_TOKENS, BEAM, LENGTH_PENALTY
+from nmt import datadir
 from nmt.errors import NMTError
 from nmt.files import read_text_lines, write_text
+from nmt.runtimes import open_translator
+from nmt.search_options import SearchOptions
+from nmt.translator import RuntimeOptions
 
 TOKENIZERS = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}
 
@@ -53,76 +58,91 @@ def score(hyps: list[str], refs: list[str], tgt_lang: str | None = None) -> dict
     return out
 
 
+@dataclass(frozen=True)
+class EvalInputs:
+    """What to score: a checkpoint's translations of a data dir split (default: the test split of
+    the data dir it was trained on) or of `source`, or an existing `hypothesis` file; against
+    `reference` (a split's own by default)."""
+
+    checkpoint: Path | None = None
+    data_dir: Path | None = None
+    split: str = "test"
+    source: Path | None = None
+    reference: Path | None = None
+    hypothesis: Path | None = None
+    tgt_lang: str | None = None  # picks the BLEU tokenizer (default: the data dir's target)
+
+    def __post_init__(self):
+        if self.hypothesis is not None:
+            if self.reference is None:
+                raise NMTError("--hypothesis needs --reference")
+        elif self.checkpoint is None:
+            raise NMTError("give --checkpoint (to translate) or --hypothesis (to score a file)")
+        elif self.source is not None and self.reference is None:
+            raise NMTError("--source needs --reference")
+        elif self.source is None and self.split not in ("valid", "test"):
+            raise NMTError(f"--split must be valid or test, not {self.split!r}")
+
+
+@dataclass(frozen=True)
+class EvalOutputs:
+    """Where to keep the translations (`output`) and the scores as JSON (`json_out`; the
+    translations then go beside it, `.hyp`, for `nmt report`)."""
+
+    output: Path | None = None
+    json_out: Path | None = None
+
+
 def evaluate(
-    checkpoint: Path | None = None,
-    data_dir: Path | None = None,
-    split: str = "test",
-    source: Path | None = None,
-    reference: Path | None = None,
-    hypothesis: Path | None = None,
-    tgt_lang: str | None = None,
-    beam: int = BEAM,
-    alpha: float = LENGTH_PENALTY,
-    batch_tokens: int = BATCH_TOKENS,
-    output: Path | None = None,
-    json_out: Path | None = None,
-    device: str = "cpu",
-    threads: int = 0,
+    inputs: EvalInputs,
+    decode: SearchOptions = SearchOptions(),
+    runtime: RuntimeOptions = RuntimeOptions(),
+    outputs: EvalOutputs = EvalOutputs(),
 ) -> dict:
     """Translate a split (or source file) with a checkpoint, or take a hypothesis file, and score it."""
-    import time
-
     result: dict = {}
-    if hypothesis is not None:
-        if reference is None:
-            raise NMTError("--hypothesis needs --reference")
-        hyps, refs = read_text_lines(hypothesis), read_text_lines(reference)
+    tgt_lang = inputs.tgt_lang
+    if inputs.hypothesis is not None:
+        hyps, refs = read_text_lines(inputs.hypothesis), read_text_lines(inputs.reference)
     else:
-        if checkpoint is None:
-            raise NMTError("give --checkpoint (to translate) or --hypothesis (to score a file)")
-        from nmt.search_options import SearchOptions
-        from nmt.translate import Translator
-
-        translator = Translator.load(checkpoint, device, threads)
-        if source is not None:
-            if reference is None:
-                raise NMTError("--source needs --reference")
-            srcs, refs = read_text_lines(source), read_text_lines(reference)
-        else:
-            if split not in ("valid", "test"):
-                raise NMTError(f"--split must be valid or test, not {split!r}")
-            data_dir = data_dir or translator.cfg.data.dir  # the data dir it was trained on
-            if not (Path(data_dir) / f"{split}.src").is_file():
+        translator = open_translator(inputs.checkpoint, runtime)
+        source, reference = inputs.source, inputs.reference
+        if source is None:
+            data_dir = inputs.data_dir or translator.cfg.data.dir  # the data dir it was trained on
+            source, reference = datadir.raw_text(data_dir, inputs.split)
+            if not source.is_file():
                 raise NMTError(
-                    f"no {split} split in data dir {data_dir}: give --data or --source/--reference"
+                    f"no {inputs.split} split in data dir {data_dir}: give --data or "
+                    "--source/--reference"
                 )
-            source, reference = Path(data_dir) / f"{split}.src", Path(data_dir) / f"{split}.tgt"
-            srcs, refs = read_text_lines(source), read_text_lines(reference)
-            result.update(split=split, data_dir=str(Path(data_dir).resolve()))
-            from nmt.data import read_meta
-
-            tgt_lang = tgt_lang or read_meta(data_dir)["tgt_lang"]
+            result.update(split=inputs.split, data_dir=str(Path(data_dir).resolve()))
+            tgt_lang = tgt_lang or datadir.read_meta(data_dir)["tgt_lang"]
+        srcs, refs = read_text_lines(source), read_text_lines(reference)
         result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
             raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
-        t0 = time.perf_counter()
-        results = translator.translate_detailed(
-            srcs, SearchOptions(beam=beam, alpha=alpha), batch_tokens
-        )
-        seconds = time.perf_counter() - t0
-        hyps = [r[0].text for r in results]
-        result.update(
-            beam=beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)
-        )
-        if output is None and json_out is not None:  # keep them for `nmt report`
-            output = Path(json_out).with_suffix(".hyp")
+        hyps = _translate(translator, srcs, decode, result)
+        output = outputs.output
+        if output is None and outputs.json_out is not None:  # keep them for `nmt report`
+            output = Path(outputs.json_out).with_suffix(".hyp")
         if output is not None:
             write_text(Path(output), "".join(h + "\n" for h in hyps))
             result["hypotheses"] = str(Path(output).resolve())
     result.update(score(hyps, refs, tgt_lang))
-    if json_out is not None:
-        write_text(Path(json_out), json.dumps(result, indent=2) + "\n")
+    if outputs.json_out is not None:
+        write_text(Path(outputs.json_out), json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict) -> list[str]:
+    """The best translation of each line, timed into `result`."""
+    t0 = time.perf_counter()
+    hyps = [r[0].text for r in translator.translate_detailed(srcs, decode)]
+    seconds = time.perf_counter() - t0
+    result.update(
+        beam=decode.beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)
+    )
+    return hyps
 
 
 def format_table(result: dict) -> str:

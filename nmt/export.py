@@ -4,18 +4,18 @@ The weights go through CTranslate2's own converter API: a `Converter` subclass f
 `TransformerSpec` (fused self-attention QKV, our pre/post norm, our sinusoidal or learned position
 table set explicitly, sqrt(d_model) embedding scaling, the tied output projection, our
 SentencePiece vocabularies and special tokens). Beside the model go the SentencePiece model(s)
-and a manifest (`nmt.ct2.MANIFEST`) that `nmt translate -c DIR` reads; see `nmt.ct2`.
+and a manifest (`nmt.ct2.write_manifest`) that `nmt translate -c DIR` reads; see `nmt.ct2`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 
 from nmt.errors import NMTError
+from nmt.files import temp_name
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16", "float32")
 
@@ -122,14 +122,14 @@ def _np(t):
     return t.detach().float().cpu().numpy().copy()
 
 
-def _converter(translator):
+def _converter(model, cfg, tokenizer):
     converters, _ = _ctranslate2()
 
     class NMTConverter(converters.Converter):
-        """Converts an `nmt` Transformer (already loaded by `Translator`) to CTranslate2."""
+        """Converts an `nmt` Transformer (loaded by `nmt.checkpoint.load_model`) to CTranslate2."""
 
         def _load(self):
-            return _spec(translator.model, translator.cfg, translator.tokenizer)
+            return _spec(model, cfg, tokenizer)
 
     return NMTConverter()
 
@@ -140,9 +140,10 @@ def export(ckpt: Path, out: Path, quantization: str = "float32", force: bool = F
     The dir is written under a temporary name and renamed when complete, so a failure leaves
     nothing half-written (and an existing export is replaced only with --force).
     """
+    # here, not at the top: `nmt --help` imports this module for QUANTIZATIONS, without torch
     from nmt import __version__, checkpoint
-    from nmt.ct2 import MANIFEST, read_manifest
-    from nmt.translate import Translator
+    from nmt.config import to_dict
+    from nmt.ct2 import read_manifest, write_manifest
 
     if quantization not in QUANTIZATIONS:
         raise NMTError(
@@ -152,47 +153,29 @@ def export(ckpt: Path, out: Path, quantization: str = "float32", force: bool = F
     if out.exists() and not force:
         raise NMTError(f"{out} already exists: use --force to replace it")
     _ctranslate2()
-    state = checkpoint.load(ckpt)
-    backend = state.get("config", {}).get("model", {}).get("backend")
+    state = checkpoint.read(ckpt)
+    backend = state.config.model.backend
     if backend != "transformer":
         raise NMTError(
             f"{ckpt}: export supports the transformer backend only (this is {backend}; "
             "CTranslate2 has no RNN decoder): translate it with nmt translate -c CHECKPOINT"
         )
-    translator = Translator.from_state(state, ckpt)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    model, tok, cfg = checkpoint.model_of(state, ckpt), state.tokenizer, state.config
+    tmp = temp_name(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _converter(translator).convert(str(tmp), quantization=quantization)
-        tok = translator.tokenizer
-        spm_files = (
-            {"spm.model": tok.src_proto}
-            if tok.joint
-            else {
-                "spm.src.model": tok.src_proto,
-                "spm.tgt.model": tok.tgt_proto,
-            }
-        )
-        for name, proto in spm_files.items():
-            (tmp / name).write_bytes(proto)
-        from nmt.config import to_dict
-
-        manifest = {
-            "format": "nmt-ctranslate2",
-            "version": 1,
+        _converter(model, cfg, tok).convert(str(tmp), quantization=quantization)
+        fields = {
             "nmt_version": __version__,
             "backend": "ctranslate2",
             "quantization": quantization,
-            "src_lang": state.get("data", {}).get("src_lang"),
-            "tgt_lang": state.get("data", {}).get("tgt_lang"),
-            "joint_vocab": tok.joint,
-            "config": to_dict(translator.cfg),
+            "src_lang": state.data.get("src_lang"),
+            "tgt_lang": state.data.get("tgt_lang"),
+            "config": to_dict(cfg),
             "source_checkpoint": str(ckpt),
             "source_checkpoint_sha256": sha256(Path(ckpt)),
-            "spm": {name: hashlib.sha256(proto).hexdigest() for name, proto in spm_files.items()},
         }
-        manifest["files"] = sorted(p.name for p in tmp.iterdir()) + [MANIFEST]
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = write_manifest(tmp, tok, fields)
         read_manifest(tmp)  # the dir we wrote must pass the check every load makes
         if out.exists():
             shutil.rmtree(out)

@@ -158,14 +158,15 @@ def read_lines(paths: Iterable[Path], stdin_if_none: bool = True) -> Iterator[st
         if not Path(path).is_file():
             raise NMTError(f"file not found: {path}")
         try:
-            f = _open_bytes(Path(path))
+            f = open_bytes(Path(path))
         except OSError as e:
             raise NMTError(f"cannot read {path}: {e.strerror}") from None
         with f:
             yield from _decoded(str(path), f)
 
 
-def _open_bytes(path: Path):
+def open_bytes(path: Path):
+    """A binary file object, decompressed when the name ends in .gz."""
     import gzip
 
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")

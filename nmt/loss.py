@@ -19,7 +19,9 @@ from torch.autograd.function import once_differentiable
 
 from nmt.tokenizer import PAD_ID
 
-CHUNK = 1024  # tokens per chunk: 1024 x 8k logits (32 MB) measured fastest on a 2-core CPU
+TOKENS_PER_CHUNK = (
+    1024  # tokens per chunk: 1024 x 8k logits (32 MB) measured fastest on a 2-core CPU
+)
 
 
 def _chunk_loss(z: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -82,7 +84,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(
-    h: Tensor, weight: Tensor, y: Tensor, label_smoothing: float = 0.0, chunk: int = CHUNK
+    h: Tensor,
+    weight: Tensor,
+    y: Tensor,
+    label_smoothing: float = 0.0,
+    chunk: int = TOKENS_PER_CHUNK,
 ) -> Tensor:
     """Summed label-smoothed cross-entropy of logits `h @ weight.T` over non-pad targets.
 

@@ -1,27 +1,24 @@
 """`nmt report RUN_DIR... -o DIR`: compare runs side by side in `DIR/report.md` and PNG figures.
 
-Everything is read from what a run leaves on disk (train.log or TensorBoard scalars,
-config.yaml, summary.json, and results.json with the test hypotheses once `evaluate` has
-run), so no model is loaded. A run that is missing pieces (still training, crashed, never
+Everything is read from what a run leaves on disk (`nmt.runlog`: metrics.jsonl, or train.log or
+TensorBoard scalars for older runs, config.yaml, summary.json, and results.json with the test
+hypotheses once `evaluate` has run), so no model is loaded. A run that is missing pieces (still training, crashed, never
 evaluated) is shown with what it has and a note saying what is missing.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
+from nmt import datadir, runlog
 from nmt.errors import NMTError
-from nmt.files import atomic_write, write_text
+from nmt.evaluate import bleu_tokenizer
+from nmt.files import write_text
+from nmt.plots import pyplot, save_png
 
 LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))  # source subwords, inclusive
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
-_PARAMS = re.compile(r"^(\w+): ([\d.]+)M parameters")
-_TRAIN = re.compile(r"^step (\d+) epoch \d+ loss ([\d.]+) lr \S+ ([\d.]+) tgt tok/s")
-_VALID = re.compile(r"^validation at step (\d+): (.*?)(?: \(([\d.]+) train min\))?$")
 
 
 @dataclass
@@ -35,6 +32,7 @@ class Run:
     train: list[dict] = field(default_factory=list)  # step, loss, tok_s
     valid: list[dict] = field(default_factory=list)  # step, minutes, loss, ppl, bleu
     minutes_from_stamps: bool = False  # minutes read off log times (validation included)
+    config: dict | None = None  # config.yaml as read
     summary: dict | None = None
     results: dict | None = None
     buckets: list[dict] | None = None  # per LENGTH_BUCKETS: sentences, bleu
@@ -64,87 +62,28 @@ def _read_json(run: Run, name: str) -> dict | None:
     return data
 
 
-def _read_backend(run: Run) -> None:
-    path = run.path / "config.yaml"
+def _read_config(run: Run) -> dict | None:
+    path = run.path / runlog.CONFIG
     if not path.is_file():
-        run.notes.append("no config.yaml")
-        return
+        run.notes.append(f"no {runlog.CONFIG}")
+        return None
     import yaml
 
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace")) or {}
         run.backend = str(cfg["model"]["backend"])
+        return cfg
     except (yaml.YAMLError, KeyError, TypeError):
-        run.notes.append("config.yaml names no model.backend")
+        run.notes.append(f"{runlog.CONFIG} names no model.backend")
+        return None
 
 
-def _number_pairs(text: str) -> dict:
-    words = text.split()
-    out = {}
-    for key, value in zip(words[::2], words[1::2]):
-        try:
-            out[key] = float(value)
-        except ValueError:
-            pass
-    return out
-
-
-def parse_train_log(run: Run, text: str) -> None:
-    """Training and validation rows from train.log (appended to across resumes)."""
-    base, last, session_start = 0.0, 0.0, None
-    for line in text.splitlines():
-        m = _STAMP.match(line)
-        if not m:
-            continue
-        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-        msg = m.group(2)
-        if (p := _PARAMS.match(msg)) is not None:  # first line of a (resumed) session
-            run.backend = run.backend if run.backend != "?" else p.group(1)
-            run.params_m = float(p.group(2))
-            base, session_start = last, t
-            continue
-        session_start = t if session_start is None else session_start
-        last = base + (t - session_start) / 60
-        if (r := _TRAIN.match(msg)) is not None:
-            run.train.append({"step": int(r.group(1)), "loss": float(r.group(2))})
-            run.train[-1]["tok_s"] = float(r.group(3))
-        elif (v := _VALID.match(msg)) is not None:
-            row = {"step": int(v.group(1)), **_number_pairs(v.group(2))}
-            if v.group(3) is None:
-                run.minutes_from_stamps = True
-            row["minutes"] = float(v.group(3)) if v.group(3) is not None else last
-            run.valid.append(row)
-
-
-def read_tensorboard(run: Run) -> bool:
-    """Training and validation rows from TensorBoard event files; False when there are none."""
-    tb = run.path / "tensorboard"
-    if not tb.is_dir() or not any(tb.iterdir()):
-        return False
-    try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    except ImportError:
-        run.notes.append("tensorboard is not installed: its scalars were not read")
-        return False
-    acc = EventAccumulator(str(tb))
-    acc.Reload()
-    tags = set(acc.Tags().get("scalars", []))
-
-    def series(tag):
-        return {e.step: (e.value, e.wall_time) for e in acc.Scalars(tag)} if tag in tags else {}
-
-    loss, tok = series("train/loss"), series("train/tgt_tok_s")
-    run.train = [
-        {"step": s, "loss": v, "tok_s": tok.get(s, (None,))[0]} for s, (v, _) in loss.items()
-    ]
-    valid = {k: series(f"valid/{k}") for k in ("loss", "ppl", "bleu")}
-    start = min((w for _, w in loss.values()), default=None)
-    for s, (v, wall) in sorted(valid["loss"].items()):
-        row = {"step": s, "loss": v, "minutes": (wall - (start or wall)) / 60}
-        row.update({k: valid[k][s][0] for k in ("ppl", "bleu") if s in valid[k]})
-        run.valid.append(row)
-    run.minutes_from_stamps = True
-    return bool(run.train or run.valid)
+def _read_curves(run: Run) -> None:
+    curves = runlog.read_curves(run.path)
+    run.train, run.valid, run.notes = curves.train, curves.valid, run.notes + curves.notes
+    run.params_m, run.minutes_from_stamps = curves.params_m, curves.minutes_from_stamps
+    if run.backend == "?" and curves.backend:
+        run.backend = curves.backend
 
 
 def _lines(path: Path) -> list[str]:
@@ -154,22 +93,19 @@ def _lines(path: Path) -> list[str]:
 def _test_files(run: Run) -> tuple[Path, Path, Path, Path] | None:
     """(hypotheses, source, reference, data dir) of the scored test set, when all exist."""
     res = run.results or {}
-    hyp = Path(res.get("hypotheses") or run.path / "test.hyp")
+    hyp = Path(res.get("hypotheses") or run.path / runlog.TEST_HYP)
     if not hyp.is_file():
         run.notes.append("no test hypotheses saved: no BLEU by source length")
         return None
     data_dir = Path(res["data_dir"]) if res.get("data_dir") else None
-    if data_dir is None and (run.path / "config.yaml").is_file():
-        import yaml
-
+    if data_dir is None and run.config is not None:
         try:
-            cfg = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
-            data_dir = Path(cfg["data"]["dir"])
-        except (yaml.YAMLError, KeyError, TypeError):
+            data_dir = Path(run.config["data"]["dir"])
+        except (KeyError, TypeError):
             pass
-    split = res.get("split", "test")
-    src = Path(res["source"]) if res.get("source") else (data_dir or Path()) / f"{split}.src"
-    ref = Path(res["reference"]) if res.get("reference") else (data_dir or Path()) / f"{split}.tgt"
+    src, ref = datadir.raw_text(data_dir or Path(), res.get("split", "test"))
+    src = Path(res["source"]) if res.get("source") else src
+    ref = Path(res["reference"]) if res.get("reference") else ref
     if data_dir is None or not src.is_file() or not ref.is_file():
         run.notes.append("the test source/reference files are gone: no BLEU by source length")
         return None
@@ -180,18 +116,13 @@ def source_lengths(sentences: list[str], data_dir: Path) -> list[int]:
     """Source length of each sentence in subwords of the data dir's SentencePiece model."""
     import sentencepiece as spm
 
-    model = data_dir / "spm.model"
-    if not model.is_file():
-        model = data_dir / "spm.src.model"
-    sp = spm.SentencePieceProcessor(model_file=str(model))
+    sp = spm.SentencePieceProcessor(model_file=str(datadir.src_spm_path(data_dir)))
     return [len(ids) for ids in sp.encode(sentences)]
 
 
 def bucket_bleu(hyps: list[str], refs: list[str], lengths: list[int], tgt_lang: str | None):
     """sacreBLEU per source-length bucket: [{bucket, sentences, bleu}] in LENGTH_BUCKETS order."""
     from sacrebleu.metrics import BLEU
-
-    from nmt.evaluate import bleu_tokenizer
 
     metric = BLEU(tokenize=bleu_tokenizer(tgt_lang))
     out = []
@@ -218,8 +149,8 @@ def _read_buckets(run: Run) -> None:
             f"{hyp.name} has {len(hyps)} lines for {len(srcs)} source lines: no BLEU by length"
         )
         return
-    meta = data_dir / "meta.json"
-    tgt_lang = json.loads(meta.read_text()).get("tgt_lang") if meta.is_file() else None
+    meta = datadir.meta_if_any(data_dir)
+    tgt_lang = meta.get("tgt_lang") if meta is not None else None
     try:
         lengths = source_lengths(srcs, data_dir)
     except (OSError, RuntimeError) as e:
@@ -234,20 +165,16 @@ def read_run(path: Path, name: str | None = None) -> Run:
     if not path.is_dir():
         raise NMTError(f"run dir not found: {path}")
     run = Run(path, name or path.name)
-    _read_backend(run)
-    log = path / "train.log"
-    if log.is_file():
-        parse_train_log(run, log.read_text(encoding="utf-8", errors="replace"))
-    elif not read_tensorboard(run):
-        run.notes.append("no train.log or TensorBoard scalars")
+    run.config = _read_config(run)
+    _read_curves(run)
     if run.minutes_from_stamps and run.valid:
         run.notes.append("minutes read off log times (validation time included)")
-    run.summary = _read_json(run, "summary.json")
-    if run.summary is None and (log.is_file() or run.valid):
-        run.notes.append("no summary.json: still training, or stopped before the end")
-    run.results = _read_json(run, "results.json")
-    if not (path / "results.json").is_file():
-        run.notes.append("not evaluated on the test set (no results.json)")
+    run.summary = _read_json(run, runlog.SUMMARY)
+    if run.summary is None and (runlog.has_log(path) or run.valid):
+        run.notes.append(f"no {runlog.SUMMARY}: still training, or stopped before the end")
+    run.results = _read_json(run, runlog.RESULTS)
+    if not (path / runlog.RESULTS).is_file():
+        run.notes.append(f"not evaluated on the test set (no {runlog.RESULTS})")
     if run.results is not None:
         _read_buckets(run)
     return run
@@ -266,21 +193,12 @@ def _names(paths: list[Path]) -> list[str]:
 # Figures and the page
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(runs: list[Run], path: Path) -> bool:
     """Validation BLEU and loss against training minutes and against steps; False if no data."""
     shown = [r for r in runs if r.valid]
     if not shown:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for (row, metric), (col, x) in (
         ((0, "bleu"), (0, "minutes")),
@@ -298,7 +216,7 @@ def plot_curves(runs: list[Run], path: Path) -> bool:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
     return True
 
 
@@ -307,7 +225,7 @@ def plot_throughput(runs: list[Run], path: Path) -> bool:
     shown = [r for r in runs if any(t.get("tok_s") for t in r.train)]
     if not shown:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in shown:
         pts = [(t["step"], t["tok_s"]) for t in r.train if t.get("tok_s") and t["step"] > 1]
@@ -317,7 +235,7 @@ def plot_throughput(runs: list[Run], path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
     return True
 
 
@@ -326,7 +244,7 @@ def plot_length_bleu(runs: list[Run], path: Path) -> bool:
     shown = [r for r in runs if r.buckets]
     if not shown:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / len(shown)
     for k, r in enumerate(shown):
@@ -339,18 +257,8 @@ def plot_length_bleu(runs: list[Run], path: Path) -> bool:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
     return True
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_write(path, "wb") as f:
-            fig.savefig(f, dpi=90, format="png")
-    finally:
-        plt.close(fig)
 
 
 def _fmt(value, spec: str = ".1f") -> str:

@@ -12,23 +12,43 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from nmt.batching import bucket_batches, pad
 from nmt.models.base import select_batch, src_mask_of
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
-from nmt.tokenizer import BOS_ID, EOS_ID
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = float("-inf")
 
 
 @torch.no_grad()
-def generate(model, src: Tensor, opts: SearchOptions, max_len: int) -> list[list[Hypothesis]]:
-    """Translate a padded batch of source ids (B, S); n-best hypotheses per sentence."""
+def generate(
+    model, src: Tensor, opts: SearchOptions, max_len: int, src_lens: list[int] | None = None
+) -> list[list[Hypothesis]]:
+    """Translate a padded batch of source ids (B, S); n-best hypotheses per sentence.
+    `src_lens`, the sources' lengths, saves reading them back from the device."""
+    if src_lens is None:
+        src_lens = (src != PAD_ID).sum(1).tolist()
     src_mask = src_mask_of(src)
-    src_len = src_mask.sum(1)
-    limits = (opts.max_len_a * src_len.float() + opts.max_len_b).long().clamp(1, max_len)
+    limits = torch.tensor(opts.length_limits(src_lens, max_len), device=src.device)
     encoded = model.encode(src, src_mask)
     if opts.beam == 1:
         return _greedy(model, encoded, limits, opts)
     return _beam(model, encoded, limits, opts)
+
+
+def decode_corpus(
+    model, src_ids: list[list[int]], opts: SearchOptions, max_len: int, device
+) -> list[list[Hypothesis]]:
+    """Search over many encoded sentences (none empty) in length-bucketed batches within
+    `opts.budget()` source tokens; results in input order."""
+    results: list[list[Hypothesis]] = [[] for _ in src_ids]
+    lengths = [len(s) for s in src_ids]
+    for idx in bucket_batches(lengths, lengths, opts.budget()):
+        batch = [src_ids[i] for i in idx]
+        hyps = generate(model, pad(batch, device), opts, max_len, [lengths[i] for i in idx])
+        for i, h in zip(idx, hyps):
+            results[i] = h
+    return results
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
-"""What a search is asked to do and what it returns, shared by the torch engine (`nmt.search`)
-and the CTranslate2 path (`nmt.ct2`); free of torch so that the latter never imports it.
+"""Decode options: what a search is asked to do, with the one set of defaults that the CLI's
+`translate` and `evaluate`, the Python API and validation during training share; and what a
+search returns. Free of torch, so that the CTranslate2 runtime never imports it.
+
+Each field's metadata names its command-line flag and help text (`nmt.cli` builds the flags of
+both commands from it).
 """
 
 from __future__ import annotations
@@ -7,22 +11,51 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nmt.config import BEAM, LENGTH_PENALTY
 from nmt.errors import NMTError
+
+BEAM = 5  # default beam size (1 when sampling)
+
+
+def _flag(flag: str, help: str, short: str | None = None) -> dict:
+    return {"flag": flag, "short": short, "help": help}
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    beam: int | None = None  # default: 1 when sampling, else BEAM
-    alpha: float = LENGTH_PENALTY  # GNMT length penalty ((5 + len) / 6) ** alpha; 0: none
-    n_best: int = 1
-    max_len_a: float = 1.5  # max output length = a * src_len + b (capped by the model's limit)
-    max_len_b: int = 10
-    sample: bool = False  # sampling draws one hypothesis per sentence (beam 1)
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    no_repeat_ngram: int = 0
+    beam: int | None = field(
+        default=None,
+        metadata=_flag(
+            "--beam", f"Beam size (1: greedy) [default: {BEAM}; 1 with --sample].", "-b"
+        ),
+    )
+    alpha: float = field(
+        default=0.6, metadata=_flag("--length-penalty", "GNMT length penalty alpha (0: none).")
+    )
+    n_best: int = field(
+        default=1, metadata=_flag("--n-best", "Hypotheses per line (tab-separated with scores).")
+    )
+    max_len_a: float = field(
+        default=1.5, metadata=_flag("--max-len-a", "Max output length = a * source length + b.")
+    )
+    max_len_b: int = field(
+        default=10, metadata=_flag("--max-len-b", "Max output length = a * source length + b.")
+    )
+    sample: bool = field(
+        default=False, metadata=_flag("--sample", "Sample instead of searching (beam 1).")
+    )
+    temperature: float = field(
+        default=1.0, metadata=_flag("--temperature", "Sampling temperature.")
+    )
+    top_k: int = field(
+        default=0, metadata=_flag("--top-k", "Sample among the k best tokens (0: all).")
+    )
+    top_p: float = field(default=1.0, metadata=_flag("--top-p", "Nucleus sampling mass."))
+    no_repeat_ngram: int = field(
+        default=0, metadata=_flag("--no-repeat-ngram", "Block repeated n-grams of this size.")
+    )
+    batch_tokens: int = field(
+        default=4000, metadata=_flag("--batch-tokens", "Source tokens per batch.")
+    )
     attention: bool = False  # return attention weights of the chosen hypotheses
 
     def __post_init__(self):
@@ -39,6 +72,22 @@ class SearchOptions:
             )
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise NMTError("need temperature > 0, 0 < top-p <= 1 and top-k >= 0")
+        if self.batch_tokens < 1:
+            raise NMTError("--batch-tokens must be >= 1")
+
+    def budget(self) -> int:
+        """Source tokens per search batch: beams multiply the work per sentence, so the batch
+        shrinks with the beam to keep the search state a similar size."""
+        return max(self.batch_tokens // max(1, self.beam // 2), 64)
+
+    def length_limits(self, src_lens, max_len: int) -> list[int]:
+        """Output tokens allowed per sentence (EOS included): a * len + b in float32, capped by
+        the model's `max_len`."""
+        import numpy as np  # here: `nmt --help` reads the flags without numpy
+
+        a, b = np.float32(self.max_len_a), np.float32(self.max_len_b)
+        limits = (a * np.asarray(src_lens, dtype=np.float32) + b).astype(np.int64)
+        return np.clip(limits, 1, max_len).tolist()
 
 
 @dataclass

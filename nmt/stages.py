@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from nmt.tokenizer import EOS_ID
-
-CHUNK = 20_000  # pairs per chunk: small enough for flat memory, big enough to amortise
+PAIRS_PER_CHUNK = 20_000  # pairs per chunk: small enough for flat memory, big enough to amortise
 BLOCK = 1 << 24  # bytes read at a time when checking a file
 
 
@@ -166,10 +164,8 @@ def encode_chunk(task: tuple) -> tuple[pa.RecordBatch, dict]:
     the encoded batch and the drop counts."""
     batch, protos, max_len, max_ratio = task
     tok = _tokenizer(protos)
-    src_ids = tok.src.encode(batch.column(0).to_pylist())
-    tgt_ids = tok.tgt.encode(batch.column(1).to_pylist())
-    src, src_len = _ids_array(src_ids, add_eos=True)
-    tgt, tgt_len = _ids_array(tgt_ids, add_eos=False)
+    src, src_len = _ids_array(tok.encode_src(batch.column(0).to_pylist()))
+    tgt, tgt_len = _ids_array(tok.encode_tgt(batch.column(1).to_pylist()))
     tgt_len = tgt_len + 1  # + EOS (or BOS on the input side)
     out = pa.record_batch(
         [src, tgt, pa.array(src_len), pa.array(tgt_len)],
@@ -186,14 +182,10 @@ def encode_chunk(task: tuple) -> tuple[pa.RecordBatch, dict]:
     return out, dropped
 
 
-def _ids_array(ids: list[list[int]], add_eos: bool) -> tuple[pa.ListArray, np.ndarray]:
-    """A list<int32> array from lists of ids (optionally + EOS each) and the int32 lengths."""
+def _ids_array(ids: list[list[int]]) -> tuple[pa.ListArray, np.ndarray]:
+    """A list<int32> array from lists of ids, and the int32 lengths."""
     lens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lens.sum()))
-    if add_eos:
-        values = np.full(flat.size + len(ids), EOS_ID, dtype=np.int32)
-        values[np.arange(flat.size) + np.repeat(np.arange(len(ids)), lens)] = flat
-        flat, lens = values, lens + 1
     offsets = np.zeros(len(ids) + 1, dtype=np.int32)
     np.cumsum(lens, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)), lens

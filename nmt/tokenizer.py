@@ -15,6 +15,7 @@ from nmt.errors import NMTError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
+BOS, EOS = "<s>", "</s>"  # their pieces: SentencePiece's defaults, which training keeps
 CJK_LANGS = {"zh", "ja", "ko"}
 # Sentences SentencePiece trains on (a random sample of bigger corpora): its time and memory
 # grow with the sample, and on big corpora it is the slowest and largest preprocessing stage.
@@ -105,8 +106,12 @@ class Tokenizer:
         return self.tgt.get_piece_size()
 
     def encode_src(self, sentences: list[str]) -> list[list[int]]:
-        """Source ids, each sentence closed by EOS."""
+        """Source ids, each sentence closed by EOS: the one sentence -> ids function that
+        preprocessing and translation both call."""
         return [ids + [EOS_ID] for ids in self.src.encode(sentences)]
+
+    def src_pieces(self, ids: list[int]) -> list[str]:
+        return [self.src.id_to_piece(i) for i in ids]
 
     def encode_tgt(self, sentences: list[str]) -> list[list[int]]:
         """Target ids without BOS/EOS (the batcher adds them)."""

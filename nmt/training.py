@@ -8,12 +8,10 @@ checkpoints with atomic writes, resume, Ctrl-C / SIGTERM, a lock on the run dir,
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -23,17 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmt import checkpoint, files
+from nmt import checkpoint, datadir, files, runlog
 from nmt.batching import Prefetcher, TrainBatches, bucket_batches, collate
-from nmt.config import BATCH_TOKENS, LENGTH_PENALTY, Config, dump_config, from_dict, to_dict
-from nmt.data import load_encoded, load_tokenizer, read_meta
+from nmt.config import Config, dump_config
 from nmt.errors import Interrupted, NMTError
-from nmt.models import build_model
+from nmt.models.backends import build_model
 from nmt.models.base import use_fast_cuda_kernels
-from nmt.optim import METRICS, lr_lambda, make_optimizer
-from nmt.search import SearchOptions
+from nmt.optim import METRICS, OPTIMIZERS, lr_lambda
+from nmt.search import decode_corpus
+from nmt.search_options import SearchOptions
+from nmt.signals import StopRequest
 from nmt.tokenizer import PAD_ID
-from nmt.translate import decode_corpus
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # src (B, S), tgt_in, tgt_out (B, T)
 
@@ -87,6 +85,16 @@ def _check_in_sync(model, world: int) -> float:
     if any(abs(g.item() - local.item()) > 1e-6 * max(1.0, abs(local.item())) for g in gathered):
         raise NMTError(f"DDP ranks diverged: parameter checksums {[g.item() for g in gathered]}")
     return local.item()
+
+
+def make_optimizer(model, cfg):
+    """The `torch.optim` optimizer `cfg.optimizer` names, over the model's parameters."""
+    params = list(model.parameters())
+    # fused multi-tensor kernels instead of a dozen small ops per parameter (CPU and CUDA)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return getattr(torch.optim, OPTIMIZERS[cfg.optimizer])(
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
+    )
 
 
 def _restore_fused(optimizer, device) -> None:
@@ -172,10 +180,9 @@ class ValidData:
 
 def validation_data(cfg: Config, device) -> ValidData | None:
     """The valid split (None when the data dir has none), within the model's length limit."""
-    try:
-        ds = load_encoded(cfg.data.dir, "valid")
-    except NMTError:
+    if not datadir.has_split(cfg.data.dir, "valid"):
         return None
+    ds = datadir.load_encoded(cfg.data.dir, "valid")
     rows, max_len = ds[:], cfg.model.max_len
     keep = [
         i
@@ -189,14 +196,14 @@ def validation_data(cfg: Config, device) -> ValidData | None:
         )
         for b in bucket_batches(*lens, cfg.train.max_tokens)
     ]
-    refs = files.read_text_lines(Path(cfg.data.dir) / "valid.tgt")[: len(rows["src_len"])]
+    refs = files.read_text_lines(datadir.raw_text(cfg.data.dir, "valid")[1])[: len(rows["src_len"])]
     src = [rows["src_ids"][i][:max_len] for i in keep]
     return ValidData(batches, src, [refs[i] for i in keep])
 
 
 @torch.no_grad()
-def validate(model, cfg: Config, valid: ValidData, tokenizer, device) -> dict:
-    """Validation loss/perplexity (no smoothing) and greedy sacreBLEU."""
+def validation_scores(model, cfg: Config, valid: ValidData, tokenizer, device) -> dict:
+    """Validation loss/perplexity (no smoothing) and sacreBLEU of `train.valid_beam` search."""
     import sacrebleu
 
     model.eval()
@@ -208,9 +215,8 @@ def validate(model, cfg: Config, valid: ValidData, tokenizer, device) -> dict:
     result["ppl"] = math.exp(min(result["loss"], 50))
     if cfg.train.valid_bleu and valid.src:
         n = cfg.train.valid_max_sentences or len(valid.src)
-        beam = cfg.train.valid_beam
-        opts = SearchOptions(beam=beam, alpha=LENGTH_PENALTY if beam > 1 else 0.0)
-        hyps = decode_corpus(model, valid.src[:n], opts, cfg.model.max_len, BATCH_TOKENS, device)
+        opts = SearchOptions(beam=cfg.train.valid_beam)
+        hyps = decode_corpus(model, valid.src[:n], opts, cfg.model.max_len, device)
         texts = [tokenizer.decode_tgt(h[0].tokens) for h in hyps]
         result["bleu"] = sacrebleu.corpus_bleu(texts, [valid.refs[:n]]).score
     model.train()
@@ -218,58 +224,7 @@ def validate(model, cfg: Config, valid: ValidData, tokenizer, device) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Logging, signals, budgets
-
-
-class Logger:
-    """Plain-text log in the run dir, TensorBoard scalars, and a progress bar on stderr."""
-
-    def __init__(self, run_dir: Path, enabled: bool, total: int | None, quiet: bool):
-        self.enabled = enabled
-        self.file = open(run_dir / "train.log", "a", encoding="utf-8") if enabled else None
-        self.tb = None
-        self.bar = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                pass
-            if not quiet:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
-
-    def line(self, msg: str) -> None:
-        if not self.enabled:
-            return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with files.reporting_full_disk(self.file.name):
-            self.file.write(f"{stamp} {msg}\n")
-            self.file.flush()
-        if self.bar is not None:
-            self.bar.write(msg, file=None)
-        else:
-            print(msg, flush=True)
-
-    def scalars(self, step: int, values: dict, prefix: str) -> None:
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(f"{prefix}/{k}", v, step)
-
-    def tick(self, step: int, postfix: dict) -> None:
-        if self.bar is not None:
-            self.bar.n = step
-            self.bar.set_postfix(postfix, refresh=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
-        if self.file is not None:
-            self.file.close()
+# Budgets, devices
 
 
 @dataclass
@@ -281,35 +236,6 @@ class _Window:
     t0: float = field(default_factory=time.time)
 
 
-class _Interrupt:
-    """Ctrl-C or SIGTERM asks the loop to stop after the current step (and save); a second
-    one aborts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.previous: dict = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
 def _sync_point(step: int, cfg) -> bool:
     """Steps at which the ranks of a DDP run decide together whether to stop (one all-reduce):
     logging, validation and the last step of the budget. Time budgets, signals and patience
@@ -319,6 +245,29 @@ def _sync_point(step: int, cfg) -> bool:
         or step % cfg.valid_every == 0
         or bool(cfg.max_steps and step >= cfg.max_steps)
     )
+
+
+def backward_group(
+    model,
+    group: list[Batch],
+    n_tokens: int,
+    label_smoothing: float,
+    autocast=nullcontext,
+    scaler=None,
+) -> float:
+    """Forward and backward over the batches of one update, each loss divided by the target
+    tokens of the whole group (`n_tokens`): the gradient of one batch holding them all. DDP
+    all-reduces the gradients once, after the last batch. Returns the summed loss."""
+    loss_sum = 0.0
+    no_sync = getattr(model, "no_sync", None)
+    for k, (src, tgt_in, tgt_out) in enumerate(group):
+        last = k == len(group) - 1
+        with no_sync() if not last and no_sync else nullcontext(), autocast():
+            loss = model(src, tgt_in, tgt_out, label_smoothing)
+        scaled = loss / max(n_tokens, 1)
+        (scaler.scale(scaled) if scaler else scaled).backward()
+        loss_sum += loss.item()
+    return loss_sum
 
 
 def _budget_reason(cfg: Config, progress: Progress) -> str | None:
@@ -367,9 +316,9 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         state = self._resume_state() if resume else self._check_fresh()
-        self.meta = read_meta(cfg.data.dir)
-        self.tokenizer = load_tokenizer(cfg.data.dir)
-        train_ds = load_encoded(cfg.data.dir, "train")
+        self.meta = datadir.read_meta(cfg.data.dir)
+        self.tokenizer = datadir.load_tokenizer(cfg.data.dir)
+        train_ds = datadir.load_encoded(cfg.data.dir, "train")
         self.batches = TrainBatches(
             train_ds, cfg.train.max_tokens, cfg.train.seed, self.rank, self.world
         )
@@ -378,14 +327,14 @@ class Trainer:
         if state is not None:
             self._restore(state)
         if self.main:
-            dump_config(cfg, self.run_dir / "config.yaml")
+            dump_config(cfg, self.run_dir / runlog.CONFIG)
         self.train_model = _wrap_for_training(self.model, cfg.train, self.device, self.world)
         self.valid = validation_data(cfg, self.device) if self.main else None
         self.metric = cfg.train.best_metric if self.valid is not None else "train_loss"
-        self.log = Logger(self.run_dir, self.main, cfg.train.max_steps or None, quiet)
+        self.log = runlog.Logger(self.run_dir, self.main, cfg.train.max_steps or None, quiet)
         self.autocast = _autocast(cfg.train.precision, self.device)
         self.scaler = _grad_scaler(cfg.train.precision, self.device)
-        self.interrupt = _Interrupt()
+        self.interrupt = StopRequest()
         self.losses: list[tuple[int, float]] = []
         self.window = _Window()
         self.data_wait, self.trained_before = 0.0, self.progress.train_seconds
@@ -393,17 +342,19 @@ class Trainer:
 
     # --- setting up -----------------------------------------------------------------------
 
-    def _resume_state(self) -> dict:
+    def _resume_state(self) -> checkpoint.RunState:
         last = checkpoint.latest(self.run_dir)
         if last is None:
             raise NMTError(f"--resume: no checkpoint in {self.run_dir}")
-        state = checkpoint.load(last)
-        if to_dict(from_dict(Config, state["config"]).model) != to_dict(self.cfg.model):
+        state = checkpoint.read(last)
+        if state.optimizer is None:
+            raise NMTError(f"--resume: {last} is inference-only (no optimizer state)")
+        if state.config.model != self.cfg.model:
             raise NMTError(f"--resume: the model config differs from the one in {last}")
         return state
 
     def _check_fresh(self) -> None:
-        if self.main and (self.run_dir / "last.pt").exists():
+        if self.main and (self.run_dir / checkpoint.LAST).exists():
             raise NMTError(
                 f"run dir {self.run_dir} already has a checkpoint: use --resume or another run dir"
             )
@@ -418,22 +369,20 @@ class Trainer:
         schedule = lr_lambda(self.cfg.train, self.cfg.model.d_model)
         return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def _restore(self, state: checkpoint.RunState) -> None:
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
         _restore_fused(self.optimizer, self.device)
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.progress = Progress(**state["progress"])
-        _set_rng_state(state["rng"])
+        self.scheduler.load_state_dict(state.scheduler)
+        self.progress = Progress(**state.progress)
+        _set_rng_state(state.rng)
 
     def _announce(self, resumed: bool) -> None:
         """The first log lines: what is trained, and what was repaired or cleaned up."""
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.log.line(
-            f"{self.cfg.model.backend}: {n_params / 1e6:.2f}M parameters, "
-            f"{len(self.batches.ds)} training pairs, device {self.device}, world size {self.world}"
-            + (f", resuming at step {self.progress.step}" if resumed else "")
-        )
+        step = self.progress.step if resumed else 0
+        pairs = len(self.batches.ds)
+        self.log.start(self.cfg.model.backend, n_params, pairs, self.device, self.world, step)
         if not self.main:
             return
         for p in files.remove_stale_temps(self.run_dir):
@@ -449,15 +398,15 @@ class Trainer:
     def _repair_best(self) -> None:
         """A kill between writing last.pt and best.pt leaves best.pt one improvement behind:
         the checkpoint resumed from then holds the best weights itself."""
-        p, best = self.progress, self.run_dir / "best.pt"
+        p, best = self.progress, self.run_dir / checkpoint.BEST
         if p.best is None or p.best_step != p.step:
             return
         try:
-            if checkpoint.load(best)["progress"]["step"] == p.best_step:
+            if checkpoint.read(best).progress.get("step") == p.best_step:
                 return
-        except (NMTError, KeyError):
+        except NMTError:
             pass
-        self.save("best.pt", inference_only=True)
+        self.save(checkpoint.BEST, inference_only=True)
         self.log.line(f"best.pt rewritten with the weights of step {p.step} (the recorded best)")
 
     # --- the loop ---------------------------------------------------------------------------
@@ -476,42 +425,41 @@ class Trainer:
         """The rest of the current epoch; a stop reason, or None when the epoch is done."""
         if self.cfg.train.max_epochs and self.progress.epoch >= self.cfg.train.max_epochs:
             return f"reached max_epochs={self.cfg.train.max_epochs}"
-        for group in self.batch_groups():
-            stop = self.after_step(*self.step(group), len(group))
+        for group, n_tokens in self.batch_groups():
+            stop = self.after_step(*self.step(group, n_tokens), len(group))
             if stop is not None:
                 return stop
         self.progress.epoch += 1
         self.progress.batch = 0
         return None
 
-    def batch_groups(self) -> Iterator[list[Batch]]:
-        """The updates left in this epoch, each `accum` collated batches on the device: the one
-        place training batches are fetched."""
+    def batch_groups(self) -> Iterator[tuple[list[Batch], int]]:
+        """The updates left in this epoch, each `accum` collated batches on the device and their
+        target tokens (counted from the lengths on the host): the one place training batches
+        are fetched."""
         accum = self.cfg.train.accum
         order = self.batches.epoch(self.progress.epoch)
         loader = Prefetcher(self.batches, order, self.progress.batch, self.device)
         try:
             for start in range(self.progress.batch, len(order) - accum + 1, accum):
-                yield [loader.collate(idx) for idx in order[start : start + accum]]
+                idx = order[start : start + accum]
+                tokens = sum(self.batches.target_tokens(i) for i in idx)
+                yield [loader.collate(i) for i in idx], tokens
         finally:
             self.data_wait += loader.close()
 
-    def step(self, group: list[Batch]) -> tuple[float, int]:
+    def step(self, group: list[Batch], n_tokens: int) -> tuple[float, int]:
         """One optimizer update over `accum` batches; returns (summed loss, target tokens)."""
-        loss_total, tok_total = 0.0, 0
-        for k, (src, tgt_in, tgt_out) in enumerate(group):
-            n_tok = int((tgt_out != PAD_ID).sum())
-            sync = k == len(group) - 1 or self.world == 1
-            no_sync = getattr(self.train_model, "no_sync", None)
-            with no_sync() if not sync and no_sync else nullcontext(), self.autocast():
-                loss = self.train_model(src, tgt_in, tgt_out, self.cfg.train.label_smoothing)
-            # normalise by the tokens of the whole update (approximated per batch times accum)
-            scaled = loss / max(n_tok * len(group), 1)
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            loss_total += loss.item()
-            tok_total += n_tok
+        loss_sum = backward_group(
+            self.train_model,
+            group,
+            n_tokens,
+            self.cfg.train.label_smoothing,
+            self.autocast,
+            self.scaler,
+        )
         self._update()
-        return loss_total, tok_total
+        return loss_sum, n_tokens
 
     def _update(self) -> None:
         """Clip, step the optimizer and the schedule, clear the gradients."""
@@ -562,13 +510,7 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "tgt_tok_s": w.tokens * self.world / max(time.time() - w.t0, 1e-9),
         }
-        self.log.line(
-            f"step {step} epoch {self.progress.epoch + 1} loss {row['loss']:.3f} "
-            f"lr {row['lr']:.2e} {row['tgt_tok_s']:.0f} tgt tok/s"
-        )
-        self.log.scalars(step, row, "train")
-        postfix = {"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.1e}"}
-        self.log.tick(step, postfix | {"tok/s": f"{row['tgt_tok_s']:.0f}"})
+        self.log.train(step, self.progress.epoch + 1, row)
         self.window = _Window()
 
     # --- validation and checkpoints ---------------------------------------------------------
@@ -591,16 +533,11 @@ class Trainer:
             result["train_loss"] = p.since_valid_loss / p.since_valid_tokens
         p.since_valid_loss, p.since_valid_tokens = 0.0, 0
         if self.valid is not None:
-            result = validate(self.model, self.cfg, self.valid, self.tokenizer, self.device)
-        if result:
-            self.log.scalars(p.step, result, "valid")
-            self.log.line(
-                f"validation at step {p.step}: "
-                + " ".join(
-                    f"{k} {v:.2f}" if k == "ppl" else f"{k} {v:.3f}" for k, v in result.items()
-                )
-                + f" ({p.train_seconds / 60:.2f} train min)"
+            result = validation_scores(
+                self.model, self.cfg, self.valid, self.tokenizer, self.device
             )
+        if result:
+            self.log.valid(p.step, result, p.train_seconds / 60)
             p.history.append({"step": p.step, **result})
         return result
 
@@ -618,32 +555,26 @@ class Trainer:
     def save_checkpoints(self, improved: bool) -> None:
         """step-N.pt, then last.pt, then best.pt: a kill at any point leaves a newest checkpoint
         whose recorded best best.pt holds (or that `_repair_best` restores on resume)."""
-        step_path = self.save(f"step-{self.progress.step}.pt")
-        checkpoint.link(step_path, self.run_dir / "last.pt")
+        step_path = self.save(checkpoint.step_name(self.progress.step))
+        checkpoint.link(step_path, self.run_dir / checkpoint.LAST)
         if improved:
-            self.save("best.pt", inference_only=True)
+            self.save(checkpoint.BEST, inference_only=True)
         checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
 
     def save(self, name: str, inference_only: bool = False) -> Path:
         """Write the run's state; best.pt is inference-only (what translate needs, a third of
         the size)."""
-        tok = self.tokenizer
-        state = {
-            "config": to_dict(self.cfg),
-            "model": self.model.state_dict(),
-            "tokenizer": {
-                "src": checkpoint.bytes_to_tensor(tok.src_proto),
-                "tgt": None if tok.joint else checkpoint.bytes_to_tensor(tok.tgt_proto),
-            },
-            "data": {k: self.meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")},
-            "progress": dict(self.progress.__dict__),
-        }
+        state = checkpoint.RunState(
+            config=self.cfg,
+            model=self.model.state_dict(),
+            tokenizer=self.tokenizer,
+            data=datadir.languages(self.meta),
+            progress=dict(self.progress.__dict__),
+        )
         if not inference_only:
-            state |= {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": _rng_state(),
-            }
+            state.optimizer = self.optimizer.state_dict()
+            state.scheduler = self.scheduler.state_dict()
+            state.rng = _rng_state()
         checkpoint.save(state, self.run_dir / name)
         return self.run_dir / name
 
@@ -653,9 +584,9 @@ class Trainer:
         if self.interrupt.requested:  # Ctrl-C / SIGTERM: save where we are, then say so
             name = signal.Signals(self.interrupt.signum).name
             what = "interrupted" if name == "SIGINT" else f"stopped by {name}"
-            message = f"{what} at step {p.step}: saved {self.run_dir / 'last.pt'}"
+            message = f"{what} at step {p.step}: saved {self.run_dir / checkpoint.LAST}"
             if self.main:
-                self.save("last.pt")
+                self.save(checkpoint.LAST)
                 log.line(message)
             log.close()
             raise Interrupted(message, 128 + self.interrupt.signum)
@@ -681,6 +612,5 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
         if self.main:
-            brief = {k: v for k, v in summary.items() if k != "losses"}
-            files.write_text(self.run_dir / "summary.json", json.dumps(brief, indent=2))
-        return summary
+            runlog.write_summary(self.run_dir, {k: v for k, v in summary.items() if k != "losses"})
+        return summary | {"rank": self.rank}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -13,6 +14,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 WORDS = "red blue green cat dog bird tree house river stone fish moon sun star cloud rain".split()
+
+
+def model_config(backend: str, **kw):
+    """A backend's config from keyword sizes; sizes it does not read (n_heads for an RNN) are
+    dropped, so one set of sizes serves every backend."""
+    from nmt.models import CONFIGS
+
+    cls = CONFIGS[backend]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in kw.items() if k in names})
 
 
 def reverse_pairs(n: int, seed: int) -> list[tuple[str, str]]:

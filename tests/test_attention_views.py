@@ -7,7 +7,7 @@ import torch
 
 from nmt.attention_views import Views, axis_labels
 from nmt.errors import NMTError
-from nmt.models import build_model
+from nmt.models.backends import build_model
 from nmt.tokenizer import PAD_ID
 from tests.test_models import VARIANTS, tiny
 

@@ -90,7 +90,7 @@ def test_vectorised_schedule_equals_the_per_pair_loop():
 
 def test_arrow_reads_equal_python_collate(toy_data_dir):
     from nmt.batching import TrainBatches
-    from nmt.data import load_encoded
+    from nmt.datadir import load_encoded
 
     ds = load_encoded(toy_data_dir, "train")
     batches = TrainBatches(ds, 300, seed=1)
@@ -104,14 +104,14 @@ def test_arrow_reads_equal_python_collate(toy_data_dir):
 
 def test_prefetcher_yields_the_schedule_in_order_from_any_start(toy_data_dir):
     from nmt.batching import Prefetcher, TrainBatches
-    from nmt.data import load_encoded
+    from nmt.datadir import load_encoded
 
     batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
     schedule = batches.epoch(2)
     for start in (0, 7):
         pre = Prefetcher(batches, schedule, start, "cpu", depth=2)
         for idx in schedule[start:]:
-            for got, want in zip(pre.collate(idx), batches.collate(idx, "cpu")):
+            for got, want in zip(pre.collate(idx), batches.read(idx)):
                 assert torch.equal(got, want)
         pre.close()
     pre = Prefetcher(batches, schedule, 0, "cpu", depth=2)  # stopped early: the thread ends
@@ -122,7 +122,7 @@ def test_prefetcher_yields_the_schedule_in_order_from_any_start(toy_data_dir):
 
 def test_prefetcher_refuses_an_out_of_order_batch(toy_data_dir):
     from nmt.batching import Prefetcher, TrainBatches
-    from nmt.data import load_encoded
+    from nmt.datadir import load_encoded
 
     batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
     schedule = batches.epoch(0)
@@ -157,7 +157,7 @@ def test_released_pages_of_the_mapped_split_read_back_the_same(toy_data_dir):
     """The split's own Arrow mappings are found and released; reads after a release (the pages
     fault back in from the file) give the same batches."""
     from nmt.batching import TrainBatches
-    from nmt.data import load_encoded
+    from nmt.datadir import load_encoded
 
     batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
     assert batches.pages.ranges  # read-only mappings of the split's .arrow files

@@ -39,7 +39,11 @@ def test_defaults_and_overrides(tmp_path):
             ["model.backend=lstm"],
             "model.backend='lstm' is not one of: rnn, rnn_attention, transformer",
         ),
-        ("", ["model.attention=concat"], "not one of: bahdanau, luong_dot, luong_general"),
+        (
+            "",
+            ["model.backend=rnn_attention", "model.attention=concat"],
+            "not one of: bahdanau, luong_dot, luong_general",
+        ),
         ("", ["model.d_model=100", "model.n_heads=3"], "must be divisible by model.n_heads"),
         ("", ["train.best_metric=bleu", "train.valid_bleu=false"], "train.best_metric=bleu needs"),
         ("", ["train.betas=[0.9]"], "train.betas must be a list of 2 values"),
@@ -88,16 +92,24 @@ def test_every_recipe_config_loads():
 
 def test_config_choices_are_the_dispatch_tables():
     """Adding a backend, cell, score, schedule or metric to its table makes the config accept it."""
-    from nmt.config import _names
-    from nmt.models import BACKENDS
-    from nmt.models.rnn import CELLS
-    from nmt.models.rnn_scores import SCORES
+    from nmt.models import CONFIGS
+    from nmt.models.backends import BACKENDS
+    from nmt.models.rnn_attention_config import SCORES
+    from nmt.models.rnn_config import CELLS
+    from nmt.models.transformer import POSITION_CLASSES
+    from nmt.models.transformer_config import POSITIONS
     from nmt.optim import METRICS, SCHEDULES
 
-    assert _names("nmt.models", "BACKENDS") == tuple(BACKENDS)
-    for table, key in ((CELLS, "cell"), (SCORES, "attention")):
+    assert tuple(CONFIGS) == tuple(BACKENDS)
+    assert POSITIONS == tuple(POSITION_CLASSES)
+    for backend, table, key in (
+        ("rnn", CELLS, "cell"),
+        ("rnn_attention", SCORES, "attention"),
+        ("transformer", POSITIONS, "positions"),
+    ):
         for name in table:
-            assert getattr(load_config(None, [f"model.{key}={name}"]).model, key) == name
+            cfg = load_config(None, [f"model.backend={backend}", f"model.{key}={name}"])
+            assert getattr(cfg.model, key) == name
     for table, key in ((SCHEDULES, "schedule"), (METRICS, "best_metric")):
         for name in table:
             assert getattr(load_config(None, [f"train.{key}={name}"]).train, key) == name

@@ -6,19 +6,19 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from nmt import checkpoint
-from nmt.config import Config, from_dict
 from nmt.errors import NMTError
 from nmt.evaluate import score
 from nmt.export import QUANTIZATIONS, export
+from nmt.runtimes import Translator
 from nmt.search_options import SearchOptions
 from nmt.tokenizer import train_sentencepiece
-from nmt.translate import Translator
 from tests.conftest import ENV, nmt, one_line_error, reverse_pairs
 
 ctranslate2 = pytest.importorskip("ctranslate2")  # the [ct2] extra; `make install` installs it
@@ -40,7 +40,7 @@ def toy(trained, tmp_path_factory):
 
 def both(toy, opts: SearchOptions):
     torch_out = Translator.load(toy["ckpt"]).translate_detailed(toy["src"], opts)
-    ct2_out = CT2Translator.load(toy["dir"]).translate_detailed(toy["src"], opts)
+    ct2_out = CT2Translator.open(toy["dir"]).translate_detailed(toy["src"], opts)
     return torch_out, ct2_out
 
 
@@ -58,7 +58,7 @@ def test_float32_greedy_is_identical_to_torch(toy, limits):
 def test_greedy_batches_mix_source_lengths(toy, monkeypatch):
     """Greedy search fills batches across lengths (small int8 batches are slow); beam search
     keeps one limit per batch."""
-    translator = CT2Translator.load(toy["dir"])
+    translator = CT2Translator.open(toy["dir"])
     calls = []
     real = CT2Translator._batch
     monkeypatch.setattr(
@@ -115,7 +115,7 @@ def test_attention_rows_match_torch_cross_attention(toy, beam):
 def test_every_quantization_this_cpu_runs_round_trips(toy):
     supported = ctranslate2.get_supported_compute_types("cpu")
     src, ref = zip(*reverse_pairs(400, 99))  # more sentences than the test split: stabler BLEU
-    bleu32 = score(CT2Translator.load(toy["dir"]).translate(src, beam=1), ref)["bleu"]
+    bleu32 = score(CT2Translator.open(toy["dir"]).translate(src, beam=1), ref)["bleu"]
     tried = []
     for q in QUANTIZATIONS:
         if q not in supported:
@@ -124,7 +124,7 @@ def test_every_quantization_this_cpu_runs_round_trips(toy):
         export(toy["ckpt"], out, quantization=q)
         manifest = json.loads((out / MANIFEST).read_text())
         assert manifest["quantization"] == q
-        hyps = CT2Translator.load(out).translate(src, beam=1)
+        hyps = CT2Translator.open(out).translate(src, beam=1)
         assert abs(score(hyps, ref)["bleu"] - bleu32) <= 0.5, q
         tried.append(q)
     assert "int8" in tried and "float32" in tried
@@ -137,19 +137,21 @@ def test_every_quantization_this_cpu_runs_round_trips(toy):
 def test_architecture_variants_score_like_torch(toy, tmp_path, overrides):
     """Post-norm, learned positions, untied embeddings (random weights): CTranslate2's
     teacher-forced log-probabilities of the references equal torch's, token by token."""
-    from nmt.models import build_model
+    import dataclasses
+
+    from nmt.models.backends import build_model
     from nmt.tokenizer import BOS_ID, EOS_ID
 
-    state = checkpoint.load(toy["ckpt"])
-    tok = Translator.from_state(state, toy["ckpt"]).tokenizer
-    state["config"]["model"].update(overrides)
-    cfg = from_dict(Config, state["config"])
+    state = checkpoint.read(toy["ckpt"])
+    tok = state.tokenizer
+    model_cfg = dataclasses.replace(state.config.model, **overrides)
+    cfg = dataclasses.replace(state.config, model=model_cfg)
     torch.manual_seed(0)
     model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.joint).eval()
-    state["model"] = model.state_dict()
+    state.config, state.model = cfg, model.state_dict()
     checkpoint.save(state, tmp_path / "v.pt")
     export(tmp_path / "v.pt", tmp_path / "v")
-    ct2 = CT2Translator.load(tmp_path / "v").model
+    ct2 = CT2Translator.open(tmp_path / "v").model
     for s, r in zip(toy["src"][:8], toy["ref"][:8]):
         src, tgt = tok.encode_src([s])[0], tok.encode_tgt([r])[0]
         with torch.no_grad():
@@ -222,7 +224,7 @@ def test_interactive_buffer_answers_each_line_before_the_next(toy):
         text=True,
         env=ENV,
     )
-    want = CT2Translator.load(toy["dir"]).translate(toy["src"][:3], beam=1)
+    want = CT2Translator.open(toy["dir"]).translate(toy["src"][:3], beam=1)
     for line, expected in zip(toy["src"][:3], want):
         proc.stdin.write(line + "\n")
         proc.stdin.flush()  # the pipe stays open: only a flushed answer can come back
@@ -242,12 +244,8 @@ def test_bad_input_is_a_one_line_error(toy, tmp_path):
     junk.write_text("not a checkpoint")
     one_line_error(nmt("export", junk, "-o", tmp_path / "x", check=False), "junk.pt")
     assert not (tmp_path / "x").exists()
-    state = checkpoint.load(toy["ckpt"])
-    state["config"]["model"]["backend"] = "rnn_attention"
-    checkpoint.save(state, tmp_path / "rnn.pt")
-    one_line_error(
-        nmt("export", tmp_path / "rnn.pt", "-o", tmp_path / "r", check=False), "transformer"
-    )
+    rnn = Path(__file__).parent / "fixtures" / "legacy" / "rnn_attention" / "best.pt"
+    one_line_error(nmt("export", rnn, "-o", tmp_path / "r", check=False), "transformer")
     bad_q = nmt("export", toy["ckpt"], "-o", tmp_path / "q", "--quantization", "int4", check=False)
     one_line_error(bad_q, "--quantization")
 
@@ -266,4 +264,4 @@ def test_bad_input_is_a_one_line_error(toy, tmp_path):
         broken("spm", lambda d: shutil.copyfile(other, d / "spm.model")), "does not match"
     )
     with pytest.raises(NMTError, match="transformer"):
-        export(tmp_path / "rnn.pt", tmp_path / "r2")
+        export(rnn, tmp_path / "r2")

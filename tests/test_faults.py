@@ -135,7 +135,8 @@ def test_a_stale_lock_and_temp_files_of_dead_processes_are_taken_over(toy_data_d
 
 def test_stale_temp_files_of_translate_and_preprocess_are_removed(tiny_checkpoint, tmp_path):
     from nmt.data import PreprocessOptions, Source, preprocess
-    from nmt.translate import run_translation
+    from nmt.search_options import SearchOptions
+    from nmt.translate import TranslateIO, run_translation
     from tests.conftest import reverse_pairs, write_parallel
 
     pid = dead_pid()
@@ -146,7 +147,8 @@ def test_stale_temp_files_of_translate_and_preprocess_are_removed(tiny_checkpoin
     other.write_text("someone else's")
     src = tmp_path / "in.txt"
     src.write_text("red cat\n")
-    run_translation(tiny_checkpoint, [src], out, {"beam": 1}, log=lambda m: None)
+    io, decode = TranslateIO([src], out), SearchOptions(beam=1)
+    run_translation(tiny_checkpoint, io, decode, log=lambda m: None)
     assert not stale_out.exists() and other.exists() and out.is_file()
 
     prefix = write_parallel(tmp_path / "raw", "train", reverse_pairs(200, 1))
@@ -214,7 +216,7 @@ def test_without_a_validation_split_best_pt_follows_the_training_loss(toy_data_d
 
 
 def test_translator_warns_about_truncated_inputs(tiny_checkpoint):
-    from nmt.translate import Translator
+    from nmt.runtimes import Translator
 
     translator = Translator.load(tiny_checkpoint)
     long = " ".join(["red cat"] * translator.max_len)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nmt.config import ModelConfig
-from nmt.models import BACKENDS, build_model
+from nmt.models.backends import BACKENDS, build_model
 from nmt.models.base import src_mask_of
 from nmt.search import SearchOptions, generate
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from tests.conftest import model_config
 
 VARIANTS = [
     ("rnn", {"cell": "lstm"}),
@@ -23,9 +23,9 @@ VARIANTS = [
 ]
 
 
-def tiny(backend: str, **kw) -> ModelConfig:
+def tiny(backend: str, **kw):
     base = dict(d_model=32, n_heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, max_len=32)
-    return ModelConfig(backend=backend, **(base | kw))
+    return model_config(backend, **(base | kw))
 
 
 def test_every_backend_is_covered():

@@ -9,19 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from nmt.config import ModelConfig
 from nmt.loss import linear_cross_entropy
-from nmt.models import BACKENDS, build_model
+from nmt.models.backends import BACKENDS, build_model
 from nmt.models.transformer import key_padding_mask
 from nmt.search import SearchOptions, generate
 from nmt.tokenizer import PAD_ID
 from nmt.training import compile_model
+from tests.conftest import model_config
 
 
 def tiny(backend: str, device, dropout: float = 0.0):
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        backend=backend,
+    cfg = model_config(
+        backend,
         d_model=32,
         n_heads=4,
         d_ff=64,

@@ -22,15 +22,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from nmt.data import (  # noqa: E402
-    PreprocessOptions,
-    Source,
-    check_text_file,
-    load_encoded,
-    load_tokenizer,
-    preprocess,
-    read_meta,
-)
+from nmt.data import PreprocessOptions, Source, check_text_file, preprocess  # noqa: E402
+from nmt.datadir import load_encoded, load_tokenizer, read_meta  # noqa: E402
 from nmt.errors import NMTError  # noqa: E402
 from nmt.tokenizer import EOS_ID, default_character_coverage  # noqa: E402
 

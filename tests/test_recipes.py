@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from nmt.data import read_meta
+from nmt.datadir import read_meta
 from tests.conftest import reverse_pairs, write_parallel
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from nmt import report
+from nmt import report, runlog
 from nmt.errors import NMTError
 from tests.conftest import WORDS
 
@@ -71,8 +71,8 @@ def scores(data_dir, **extra):
 
 
 def test_train_log_rows_and_minutes():
-    run = report.Run(path=None)
-    report.parse_train_log(run, LOG.format(backend="rnn") + "2026-11-26 08:02:3")  # cut off
+    run = runlog.Curves()
+    runlog.parse_train_log(run, LOG.format(backend="rnn") + "2026-11-26 08:02:3")  # cut off
     assert run.backend == "rnn" and run.params_m == 1.25
     assert [t["step"] for t in run.train] == [1, 50, 100, 150]
     assert run.train[2]["tok_s"] == 1200
@@ -90,8 +90,8 @@ def test_minutes_from_stamps_skip_the_gap_of_a_resume():
         "2026-11-26 09:00:00 rnn: 1.00M parameters, 10 training pairs, resuming at step 100\n"
         "2026-11-26 09:01:00 validation at step 150: loss 1.000 ppl 2.72\n"
     )
-    run = report.Run(path=None)
-    report.parse_train_log(run, log)
+    run = runlog.Curves()
+    runlog.parse_train_log(run, log)
     assert [v["minutes"] for v in run.valid] == [2.0, 3.0]
     assert run.minutes_from_stamps
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from nmt.config import ModelConfig
-from nmt.models import BACKENDS, build_model
+from nmt.models.backends import BACKENDS, build_model
 from nmt.models.base import src_mask_of
 from nmt.search import SearchOptions, _beam, generate
 from nmt.tokenizer import BOS_ID, EOS_ID
+from tests.conftest import model_config
 
 A, B = 4, 5  # the two word ids of the scripted vocabulary
 V = 6
@@ -129,9 +129,7 @@ def test_bad_options_are_refused():
 
 def model_for(backend: str):
     torch.manual_seed(1)
-    cfg = ModelConfig(
-        backend=backend, d_model=32, n_heads=4, d_ff=64, encoder_layers=1, decoder_layers=1
-    )
+    cfg = model_config(backend, d_model=32, n_heads=4, d_ff=64, encoder_layers=1, decoder_layers=1)
     return build_model(cfg, 20, 20, joint=True).eval()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from nmt import checkpoint
 from nmt.config import load_config
-from nmt.data import load_encoded
+from nmt.datadir import load_encoded
 from nmt.errors import NMTError
 from nmt.training import train
 
@@ -32,7 +32,11 @@ TINY = [
 
 
 def tiny_cfg(data_dir, *extra):
-    return load_config(None, [f"data.dir={data_dir}", *TINY, *extra])
+    """TINY sizes, without the Transformer's keys when `extra` picks another backend."""
+    backend = next((e.split("=", 1)[1] for e in extra if e.startswith("model.backend=")), None)
+    drop = ("model.n_heads", "model.d_ff") if backend not in (None, "transformer") else ()
+    sizes = [t for t in TINY if not t.startswith(drop)] if drop else TINY
+    return load_config(None, [f"data.dir={data_dir}", *sizes, *extra])
 
 
 def test_train_writes_checkpoints_and_logs(toy_data_dir, tmp_path):
@@ -121,8 +125,7 @@ def test_resumed_optimizer_stays_fused_when_the_checkpoint_was_not():
     import torch
 
     from nmt.config import TrainConfig
-    from nmt.optim import make_optimizer
-    from nmt.training import _restore_fused
+    from nmt.training import _restore_fused, make_optimizer
 
     model = torch.nn.Linear(4, 3)
     old = torch.optim.Adam(model.parameters(), fused=False)

@@ -1,20 +1,16 @@
-"""Backends, listed in one explicit dict. Each keeps the contract in `nmt.models.base`."""
+"""Backends: name -> config class, torch-free (the config reads it). The model classes are in
+`nmt.models.backends`, which imports torch; each keeps the contract in `nmt.models.base`."""
 
 from __future__ import annotations
 
-from nmt.config import ModelConfig
-from nmt.models.base import Seq2Seq
-from nmt.models.rnn import RNNSeq2Seq
-from nmt.models.rnn_attention import AttentionRNNSeq2Seq
-from nmt.models.transformer import Transformer
+from nmt.models.model_config import ModelConfig
+from nmt.models.rnn_attention_config import AttentionRNNConfig
+from nmt.models.rnn_config import RNNConfig
+from nmt.models.transformer_config import TransformerConfig
 
-BACKENDS: dict[str, type[Seq2Seq]] = {
-    "rnn": RNNSeq2Seq,
-    "rnn_attention": AttentionRNNSeq2Seq,
-    "transformer": Transformer,
+CONFIGS: dict[str, type[ModelConfig]] = {
+    "rnn": RNNConfig,
+    "rnn_attention": AttentionRNNConfig,
+    "transformer": TransformerConfig,
 }
-
-
-def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool) -> Seq2Seq:
-    """Instantiate the backend named by `cfg.backend`."""
-    return BACKENDS[cfg.backend](cfg, src_vocab, tgt_vocab, joint)
+DEFAULT_BACKEND = "transformer"

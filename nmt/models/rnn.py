@@ -10,11 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.config import ModelConfig
-from nmt.errors import NMTError
 from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
+from nmt.models.rnn_config import RNNConfig
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+def rnn_cell(name: str) -> type[nn.RNNBase]:
+    """The torch module of a cell named in `nmt.models.rnn_config.CELLS` ("lstm" -> nn.LSTM)."""
+    return getattr(nn, name.upper())
 
 
 def run_rnn(rnn: nn.RNNBase, x: Tensor, lengths: Tensor):
@@ -40,19 +42,12 @@ def cache_to_state(cache: Cache, cell: str):
 class RNNSeq2Seq(Seq2Seq):
     """Encoder RNN -> context vector c -> decoder RNN over [y_{t-1}; c] -> output from [s_t; c; y_{t-1}]."""
 
+    config = RNNConfig
     has_attention = False
 
-    @classmethod
-    def check_config(cls, cfg: ModelConfig) -> None:
-        if cfg.encoder_layers != cfg.decoder_layers:
-            raise NMTError(
-                f"model.encoder_layers ({cfg.encoder_layers}) must equal model.decoder_layers "
-                f"({cfg.decoder_layers}) for the rnn backend (the encoder's state is copied)"
-            )
-
-    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool):
+    def __init__(self, cfg: RNNConfig, src_vocab: int, tgt_vocab: int, joint: bool):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=False)
-        d, Cell = cfg.d_model, CELLS[cfg.cell]
+        d, Cell = cfg.d_model, rnn_cell(cfg.cell)
         drop = cfg.dropout if cfg.encoder_layers > 1 else 0.0
         self.cell = cfg.cell
         self.encoder = Cell(d, d, cfg.encoder_layers, batch_first=True, dropout=drop)

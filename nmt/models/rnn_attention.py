@@ -10,24 +10,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nmt.config import ModelConfig
-from nmt.errors import NMTError
 from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
-from nmt.models.rnn import CELLS, cache_to_state, run_rnn, state_to_cache
+from nmt.models.rnn import cache_to_state, rnn_cell, run_rnn, state_to_cache
+from nmt.models.rnn_attention_config import AttentionRNNConfig
 from nmt.models.rnn_scores import attend, make_attention
 
 
 class AttentionRNNSeq2Seq(Seq2Seq):
     """BiRNN encoder -> memory (B, S, d); decoder RNN over [y_{t-1}; attentional vector_{t-1}]."""
 
-    @classmethod
-    def check_config(cls, cfg: ModelConfig) -> None:
-        if cfg.d_model % 2:
-            raise NMTError("model.d_model must be even for rnn_attention (two encoder directions)")
+    config = AttentionRNNConfig
 
-    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool):
+    def __init__(self, cfg: AttentionRNNConfig, src_vocab: int, tgt_vocab: int, joint: bool):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=False)
-        d, Cell = cfg.d_model, CELLS[cfg.cell]
+        d, Cell = cfg.d_model, rnn_cell(cfg.cell)
         self.cell, self.decoder_layers = cfg.cell, cfg.decoder_layers
         enc_drop = cfg.dropout if cfg.encoder_layers > 1 else 0.0
         dec_drop = cfg.dropout if cfg.decoder_layers > 1 else 0.0

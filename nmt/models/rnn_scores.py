@@ -49,13 +49,9 @@ def attend(module: nn.Module, query: Tensor, keys: Tensor, memory: Tensor, src_m
     return weights @ memory, weights
 
 
-SCORES = {
-    "bahdanau": lambda d_query, d_key: BahdanauAttention(d_query, d_key, d_query),
-    "luong_dot": lambda d_query, d_key: LuongAttention(d_query, d_key, general=False),
-    "luong_general": lambda d_query, d_key: LuongAttention(d_query, d_key, general=True),
-}
-
-
 def make_attention(kind: str, d_query: int, d_key: int) -> nn.Module:
-    """The score module named by `model.attention`."""
-    return SCORES[kind](d_query, d_key)
+    """The score module named by `model.attention` (`rnn_attention_config.SCORES`): bahdanau,
+    luong_dot or luong_general."""
+    if kind == "bahdanau":
+        return BahdanauAttention(d_query, d_key, d_query)
+    return LuongAttention(d_query, d_key, general=kind == "luong_general")

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.config import ModelConfig
-from nmt.errors import NMTError
 from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq, src_mask_of
+from nmt.models.transformer_config import TransformerConfig
 
 
 class SinusoidalPositions(nn.Module):
@@ -46,7 +45,10 @@ class LearnedPositions(nn.Module):
         return self.emb.weight[offset : offset + length]  # (T, d_model)
 
 
-POSITIONS = {"sinusoidal": SinusoidalPositions, "learned": LearnedPositions}
+POSITION_CLASSES = {
+    "sinusoidal": SinusoidalPositions,
+    "learned": LearnedPositions,
+}  # config POSITIONS
 
 
 def key_padding_mask(src_mask: Tensor) -> Tensor | None:
@@ -145,7 +147,7 @@ class Sublayer(nn.Module):
 class EncoderLayer(nn.Module):
     """Self-attention, then feed-forward, each wrapped in a residual sublayer."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TransformerConfig):
         super().__init__()
         pre = cfg.norm == "pre"
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
@@ -163,7 +165,7 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Causal self-attention, cross-attention over the encoder memory, then feed-forward."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TransformerConfig):
         super().__init__()
         pre = cfg.norm == "pre"
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
@@ -197,16 +199,11 @@ class DecoderLayer(nn.Module):
 class Transformer(Seq2Seq):
     """Encoder-decoder Transformer with tied embeddings and sinusoidal (or learned) positions."""
 
-    @classmethod
-    def check_config(cls, cfg: ModelConfig) -> None:
-        if cfg.d_model % cfg.n_heads:
-            raise NMTError(
-                f"model.d_model ({cfg.d_model}) must be divisible by model.n_heads ({cfg.n_heads})"
-            )
+    config = TransformerConfig
 
-    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool):
+    def __init__(self, cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, joint: bool):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=True)
-        self.positions = POSITIONS[cfg.positions](cfg.d_model, cfg.max_len + 1)
+        self.positions = POSITION_CLASSES[cfg.positions](cfg.d_model, cfg.max_len + 1)
         self.dropout = Dropout(cfg.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))

@@ -18,8 +18,12 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from nmt import translate
+from nmt.runtimes import Translator
+from nmt.search_options import SearchOptions
 from nmt.tokenizer import EOS_ID
-from nmt.translate import Translator, run_translation
+from nmt.torch_translator import TorchTranslator
+from nmt.translate import TranslateIO, run_translation
 
 pytestmark = pytest.mark.faults
 
@@ -89,10 +93,10 @@ class CopyModel(torch.nn.Module):
 def copier(tiny_checkpoint):
     real = Translator.load(tiny_checkpoint)
     model = CopyModel(real.tokenizer.tgt_vocab_size)
-    return Translator(model, real.tokenizer, real.cfg, torch.device("cpu"))
+    return TorchTranslator(model, real.tokenizer, real.cfg, torch.device("cpu"))
 
 
-def expected(translator: Translator, text: str) -> str:
+def expected(translator: TorchTranslator, text: str) -> str:
     """The copy model's translation of one line: its source pieces, truncated like the input."""
     if not text.strip():
         return ""
@@ -134,15 +138,15 @@ def test_translate_file_and_stdin_keep_every_line(copier, doc, tmp_path_factory,
     tmp = tmp_path_factory.mktemp("hostile")
     src, out = tmp / "in.txt", tmp / "out.txt"
     src.write_bytes(data)
-    monkeypatch.setattr(Translator, "load", classmethod(lambda cls, *a, **k: copier))
-    n = run_translation(src, [src], out, {"beam": 1}, log=lambda m: None)
+    monkeypatch.setattr(translate, "open_translator", lambda *a, **k: copier)
+    n = run_translation(src, TranslateIO([src], out), SearchOptions(beam=1), log=lambda m: None)
     written = out.read_bytes().decode("utf-8")
     assert written.count("\n") == n == len(input_lines(data))
     check(copier, input_lines(data), written.split("\n")[:-1] if n else [])
     stdout = io.StringIO()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     monkeypatch.setattr(sys, "stdout", stdout)
-    run_translation(src, [], None, {"beam": 1}, log=lambda m: None)
+    run_translation(src, TranslateIO(), SearchOptions(beam=1), log=lambda m: None)
     assert stdout.getvalue() == written
 
 

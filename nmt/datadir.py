@@ -1,0 +1,157 @@
+"""The data dir that `nmt preprocess` writes and training, evaluation and reports read.
+
+    meta.json                 languages, vocab sizes, counts, options, input fingerprint
+    spm.model | spm.{src,tgt}.model
+    {train,valid,test}/       Arrow datasets (memory-mapped): src_ids, tgt_ids, src_len, tgt_len
+    {valid,test}.{src,tgt}    raw text, aligned line by line with the references
+
+This module owns the names and the layout; everyone else calls it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from nmt.errors import NMTError
+from nmt.tokenizer import Tokenizer
+
+SPLITS = ("train", "valid", "test")
+META = "meta.json"
+FORMAT_VERSION = 1
+ARROW_FILE = "data-00000-of-00001.arrow"  # the file name `datasets.save_to_disk` would use
+
+
+def encoded_schema():
+    """The Arrow schema of an encoded split (pyarrow is imported here, not at start-up)."""
+    import pyarrow as pa
+
+    ids, length = pa.list_(pa.int32()), pa.int32()
+    return pa.schema([("src_ids", ids), ("tgt_ids", ids), ("src_len", length), ("tgt_len", length)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+
+def spm_files(joint: bool) -> tuple[str, ...]:
+    """SentencePiece model file names: one joint model, or source then target."""
+    return ("spm.model",) if joint else ("spm.src.model", "spm.tgt.model")
+
+
+def spm_protos(tokenizer: Tokenizer) -> dict[str, bytes]:
+    """File name -> SentencePiece model of a tokenizer (also the names in an export dir)."""
+    protos = (
+        (tokenizer.src_proto,) if tokenizer.joint else (tokenizer.src_proto, tokenizer.tgt_proto)
+    )
+    return dict(zip(spm_files(tokenizer.joint), protos))
+
+
+def raw_text(data_dir: Path, split: str) -> tuple[Path, Path]:
+    """The (source, reference) text files of a valid/test split."""
+    return Path(data_dir) / f"{split}.src", Path(data_dir) / f"{split}.tgt"
+
+
+def split_dir(data_dir: Path, split: str) -> Path:
+    return Path(data_dir) / split
+
+
+def arrow_file(data_dir: Path, split: str) -> Path:
+    return split_dir(data_dir, split) / ARROW_FILE
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (into a work dir that `nmt.data` renames into place)
+
+
+def write_meta(data_dir: Path, meta: dict) -> None:
+    (Path(data_dir) / META).write_text(
+        json.dumps({"format": FORMAT_VERSION, **meta}, indent=2) + "\n"
+    )
+
+
+def write_tokenizer(data_dir: Path, protos: tuple[bytes, bytes | None]) -> None:
+    """Write the SentencePiece model(s) (`protos` = (src or joint, tgt or None))."""
+    for name, proto in spm_protos(Tokenizer(*protos)).items():
+        (Path(data_dir) / name).write_bytes(proto)
+
+
+def spm_path(data_dir: Path, side: str, joint: bool) -> Path:
+    """Where SentencePiece training writes the model of `side` ("joint", "src" or "tgt")."""
+    names = spm_files(joint)
+    return Path(data_dir) / (names[0] if joint or side == "src" else names[1])
+
+
+def write_dataset_info(split_path: Path, rows: int) -> None:
+    """The two small files `datasets.load_from_disk` reads beside the Arrow data."""
+    value = {"dtype": "int32", "_type": "Value"}
+    features = {
+        "src_ids": {"feature": value, "_type": "List"},
+        "tgt_ids": {"feature": value, "_type": "List"},
+        "src_len": value,
+        "tgt_len": value,
+    }
+    info = {
+        "features": features,
+        "splits": {split_path.name: {"name": split_path.name, "num_examples": rows}},
+    }
+    (split_path / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    state = {
+        "_data_files": [{"filename": ARROW_FILE}],
+        "_fingerprint": hashlib.sha1(f"{split_path}:{rows}".encode()).hexdigest()[:16],
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split_path.name,
+    }
+    (split_path / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_meta(data_dir: Path) -> dict:
+    path = Path(data_dir) / META
+    if not path.is_file():
+        raise NMTError(f"not a data dir (no {META}): {data_dir}; run `nmt preprocess` first")
+    return json.loads(path.read_text())
+
+
+def meta_if_any(data_dir: Path) -> dict | None:
+    """The data dir's meta, or None when it has none (a report on a moved data dir)."""
+    path = Path(data_dir) / META
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def languages(meta: dict) -> dict:
+    """What a checkpoint keeps of the data dir's meta: src_lang, tgt_lang, joint_vocab."""
+    return {k: meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")}
+
+
+def has_split(data_dir: Path, split: str) -> bool:
+    return split_dir(data_dir, split).is_dir()
+
+
+def load_encoded(data_dir: Path, split: str):
+    """A preprocessed split as a memory-mapped HF Dataset."""
+    import datasets
+
+    path = split_dir(data_dir, split)
+    if not path.is_dir():
+        raise NMTError(f"data dir {data_dir} has no {split} split")
+    return datasets.load_from_disk(str(path))
+
+
+def load_tokenizer(data_dir: Path) -> Tokenizer:
+    data_dir = Path(data_dir)
+    joint = (data_dir / spm_files(True)[0]).is_file()
+    return Tokenizer.from_files(*(data_dir / n for n in spm_files(joint)))
+
+
+def src_spm_path(data_dir: Path) -> Path:
+    """The source side's SentencePiece model (the joint one when there is one)."""
+    joint = Path(data_dir) / spm_files(True)[0]
+    return joint if joint.is_file() else Path(data_dir) / spm_files(False)[0]

@@ -1,0 +1,50 @@
+"""The torch runtime: a trained checkpoint behind the `TranslatorBase` API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nmt import checkpoint
+from nmt.config import Config
+from nmt.errors import NMTError
+from nmt.models.base import use_fast_cuda_kernels
+from nmt.search import decode_corpus
+from nmt.search_options import Hypothesis, SearchOptions
+from nmt.tokenizer import BOS_ID, Tokenizer
+from nmt.translator import RuntimeOptions, TranslatorBase
+
+
+class TorchTranslator(TranslatorBase):
+    """A trained torch model with its tokenizer, ready to translate lists of strings."""
+
+    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, device: torch.device):
+        self.model, self.tokenizer, self.cfg, self.device = model.eval(), tokenizer, cfg, device
+        self.max_len = cfg.model.max_len
+        self.has_attention = model.has_attention
+
+    @classmethod
+    def open(cls, path: str | Path, runtime: RuntimeOptions = RuntimeOptions()) -> TorchTranslator:
+        """Rebuild a model from a checkpoint alone."""
+        if runtime.threads > 0:
+            torch.set_num_threads(runtime.threads)
+        if runtime.device == "cuda" and not torch.cuda.is_available():
+            raise NMTError("--device cuda asked for, but no CUDA device is available")
+        device = torch.device(runtime.device)
+        use_fast_cuda_kernels(device)
+        model, tokenizer, cfg = checkpoint.load_model(Path(path), device)
+        return cls(model, tokenizer, cfg, device)
+
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def search(self, ids: list[list[int]], opts: SearchOptions) -> list[list[Hypothesis]]:
+        return decode_corpus(self.model, ids, opts, self.max_len, self.device)
+
+    def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, torch.Tensor]:
+        src = torch.tensor([src_ids], dtype=torch.long, device=self.device)
+        tgt_in = torch.tensor([[BOS_ID, *tokens]], dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            maps = self.model.attention_maps(src, tgt_in)
+        return {k: v[0].cpu() for k, v in maps.items()}

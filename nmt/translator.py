@@ -1,0 +1,170 @@
+"""The translation API that both runtimes share: strings in, `Translation`s out, in input order.
+
+`TranslatorBase` holds everything above the search: tokenizing, the length limit, blank lines,
+streaming in chunks, n-best `Translation`s with pieces and attention. A runtime (torch in
+`nmt.torch_translator`, CTranslate2 in `nmt.ct2`) implements `seed` and `search`;
+`nmt.runtimes.open_translator(path)` picks the runtime for a checkpoint or an export dir.
+Free of torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nmt.config import Config
+from nmt.errors import NMTError
+from nmt.search_options import Hypothesis, SearchOptions
+from nmt.tokenizer import EOS, Tokenizer
+
+if TYPE_CHECKING:
+    import torch
+
+STREAM_LINES = 5000  # lines read, sorted by length and translated together when streaming
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where a translator runs: `device` cpu or cuda, CPU `threads` (0: all cores)."""
+
+    device: str = "cpu"
+    threads: int = 0
+
+    def __post_init__(self):
+        if self.device not in ("cpu", "cuda"):
+            raise NMTError(f"--device must be cpu or cuda, not {self.device!r}")
+        if self.threads < 0:
+            raise NMTError("--threads must be >= 0")
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float
+    src_pieces: list[str]
+    tgt_pieces: list[str]
+    attention: Any = None  # (len(tgt_pieces), len(src_pieces)): torch, or numpy on ct2
+    # on request, every layer and head: "cross", and for the Transformer "encoder"/"decoder"
+    # self-attention, each (layers, heads, rows, cols); see TranslatorBase.translate_detailed
+    maps: dict[str, torch.Tensor] | None = None
+
+    def alignment(self) -> str:
+        """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
+        if self.attention is None:
+            return ""
+        n_src = len(self.src_pieces) - 1  # skip </s>
+        links = []
+        for j, row in enumerate(self.attention[: len(self.tgt_pieces)]):
+            i = int(row[: max(1, n_src)].argmax())
+            links.append(f"{i}-{j}")
+        return " ".join(links)
+
+
+class TranslatorBase:
+    """What every translator shares: string in, `Translation`s out, in input order, streaming.
+
+    Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention` and implement `seed(seed)`
+    and `search(ids, opts)`: n-best `Hypothesis` lists per encoded sentence (ids end with EOS,
+    none empty), in input order.
+    """
+
+    tokenizer: Tokenizer
+    cfg: Config
+    max_len: int
+    has_attention: bool
+
+    def seed(self, seed: int) -> None:
+        """Seed the random draws of sampling."""
+        raise NotImplementedError
+
+    def search(self, ids: list[list[int]], opts: SearchOptions) -> list[list[Hypothesis]]:
+        raise NotImplementedError
+
+    def translate(self, sentences: list[str], beam: int | None = None, **options) -> list[str]:
+        """Translate strings; the best hypothesis per sentence (a warning for each input
+        truncated to the model's length limit). `options` are `SearchOptions` fields."""
+        opts = SearchOptions(beam=beam, **options)
+        return [t[0].text for t in self.translate_detailed(sentences, opts)]
+
+    def translate_detailed(
+        self,
+        sentences: list[str],
+        opts: SearchOptions,
+        warn: Callable[[int, int], None] | None = None,
+        maps: bool = False,
+    ) -> list[list[Translation]]:
+        """n-best `Translation`s per sentence; `warn(i, n_tokens)` hears of truncated inputs
+        (by default a `warnings.warn`).
+
+        `maps=True` also fills `Translation.maps` with the attention of every layer and head
+        (one extra teacher-forced pass per hypothesis; needs `opts.attention` for the pieces).
+        """
+        warn = warn or self._warn_truncated
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo])
+        for k, seq in enumerate(ids):
+            if len(seq) > self.max_len:
+                warn(todo[k], len(seq))
+                ids[k] = seq[: self.max_len - 1] + seq[-1:]  # keep </s>
+        hyps = self.search(ids, opts) if ids else []
+        out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
+        for k, i in enumerate(todo):
+            out[i] = [self._translation(ids[k], h, opts, maps) for h in hyps[k]]
+        return out
+
+    def _translation(self, src_ids: list[int], h: Hypothesis, opts: SearchOptions, maps: bool):
+        pieces = opts.attention
+        return Translation(
+            self.tokenizer.decode_tgt(h.tokens),
+            h.score,
+            self.tokenizer.src_pieces(src_ids[:-1]) + [EOS] if pieces else [],
+            self.tokenizer.tgt_pieces(h.tokens) + [EOS] if pieces else [],
+            h.attention,
+            self.attention_maps(src_ids, h.tokens) if maps else None,
+        )
+
+    def warning_for_truncation(self, i: int, n_tokens: int) -> str:
+        return (
+            f"line {i + 1}: {n_tokens} source tokens, truncated to the model's limit of "
+            f"{self.max_len}"
+        )
+
+    def _warn_truncated(self, i: int, n_tokens: int) -> None:
+        warnings.warn(self.warning_for_truncation(i, n_tokens), stacklevel=4)
+
+    def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, torch.Tensor]:
+        """Attention per layer and head of one source (with </s>) and its output tokens."""
+        raise NMTError(
+            "attention per layer and head needs a torch checkpoint (an export keeps the "
+            "last layer's mean: use --attention-plot without --attention-layer/-heads)"
+        )
+
+    def translate_stream(
+        self,
+        lines: Iterable[str],
+        opts: SearchOptions,
+        chunk: int = STREAM_LINES,
+        warn: Callable[[int, int], None] | None = None,
+        maps: bool = False,
+    ) -> Iterator[list[Translation]]:
+        """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
+        buf: list[str] = []
+        offset = 0
+        warn = warn or self._warn_truncated
+
+        def flush():
+            def chunk_warn(i, n):
+                warn(offset + i, n)
+
+            return self.translate_detailed(buf, opts, chunk_warn, maps)
+
+        for line in lines:
+            buf.append(line.rstrip("\r\n"))
+            if len(buf) >= chunk:
+                yield from flush()
+                offset += len(buf)
+                buf = []
+        if buf:
+            yield from flush()
