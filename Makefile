@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,ct2]"
 	touch $(STAMP)
 
+# import-linter's contracts (pyproject.toml: the module layers, no torch under the config) first
 test: $(STAMP)
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
 
 # Two torchrun agents rendezvous on localhost as two nodes (about a minute on 2 cores).

@@ -205,6 +205,7 @@ else:
     ckpt = WORK / "ckpt" / "best.pt"
     if not ckpt.exists():
         shutil.rmtree(WORK / "ckpt", ignore_errors=True)
+        wait_idle("training the checkpoint")
         recipe = A / "recipes/multi30k-de-en/transformer.yaml"
         cfg = [recipe] if recipe.exists() else [
             "model.backend=transformer", "model.d_model=256", "model.encoder_layers=3",

@@ -180,7 +180,7 @@ def train(
 def translate(
     inputs: list[Path] = typer.Argument(None, help="Input files (default: stdin)."),
     ckpt: Path = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint (e.g. runs/x/best.pt) or nmt export dir."
+        ..., "--checkpoint", "-c", help="Checkpoint (a .pt file of a run dir) or nmt export dir."
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: stdout)."

@@ -41,6 +41,8 @@ class Logger:
 
     def __init__(self, run_dir: Path, enabled: bool, total: int | None, quiet: bool):
         self.enabled = enabled
+        if enabled and (run_dir / LOG).is_file() and not (run_dir / METRICS).is_file():
+            _backfill_metrics(run_dir)  # a run dir from before metrics.jsonl, resumed
         self.file = open(run_dir / LOG, "a", encoding="utf-8") if enabled else None
         self.metrics = open(run_dir / METRICS, "a", encoding="utf-8") if enabled else None
         self.tb = None
@@ -122,6 +124,22 @@ class Logger:
         for f in (self.file, self.metrics):
             if f is not None:
                 f.close()
+
+
+def _backfill_metrics(run_dir: Path) -> None:
+    """metrics.jsonl from the train.log of a run written before it existed, so that the
+    report of a resumed old run keeps its first sessions."""
+    curves = Curves()
+    parse_train_log(curves, (run_dir / LOG).read_text(encoding="utf-8", errors="replace"))
+    events = [{"event": "start", "backend": curves.backend, "params_m": curves.params_m}]
+    events += [
+        {"event": "train", "step": r["step"], "loss": r["loss"], "tgt_tok_s": r["tok_s"]}
+        for r in curves.train
+    ]
+    events += [{"event": "valid", "train_minutes": r.pop("minutes"), **r} for r in curves.valid]
+    events.sort(key=lambda e: (e.get("step", -1), e["event"] == "valid"))
+    lines = "".join(json.dumps({**e, "time": 0.0}) + "\n" for e in events)
+    files.write_text(run_dir / METRICS, lines)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

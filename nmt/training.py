@@ -389,7 +389,7 @@ class Trainer:
             self.log.line(f"removed {p.name}, left by a process that no longer runs")
         if self.valid is None:
             self.log.line(
-                f"no validation split in {self.cfg.data.dir}: best.pt is chosen by the training "
+                f"no validation split in {self.cfg.data.dir}: {checkpoint.BEST} is chosen by the training "
                 "loss since the previous validation (train_loss), and patience applies to it"
             )
         if resumed:
@@ -407,7 +407,9 @@ class Trainer:
         except NMTError:
             pass
         self.save(checkpoint.BEST, inference_only=True)
-        self.log.line(f"best.pt rewritten with the weights of step {p.step} (the recorded best)")
+        self.log.line(
+            f"{best.name} rewritten with the weights of step {p.step} (the recorded best)"
+        )
 
     # --- the loop ---------------------------------------------------------------------------
 

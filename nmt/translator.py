@@ -12,15 +12,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nmt.config import Config
 from nmt.errors import NMTError
 from nmt.search_options import Hypothesis, SearchOptions
 from nmt.tokenizer import EOS, Tokenizer
-
-if TYPE_CHECKING:
-    import torch
 
 STREAM_LINES = 5000  # lines read, sorted by length and translated together when streaming
 
@@ -48,7 +45,7 @@ class Translation:
     attention: Any = None  # (len(tgt_pieces), len(src_pieces)): torch, or numpy on ct2
     # on request, every layer and head: "cross", and for the Transformer "encoder"/"decoder"
     # self-attention, each (layers, heads, rows, cols); see TranslatorBase.translate_detailed
-    maps: dict[str, torch.Tensor] | None = None
+    maps: dict[str, Any] | None = None  # torch tensors
 
     def alignment(self) -> str:
         """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
@@ -134,7 +131,7 @@ class TranslatorBase:
     def _warn_truncated(self, i: int, n_tokens: int) -> None:
         warnings.warn(self.warning_for_truncation(i, n_tokens), stacklevel=4)
 
-    def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, torch.Tensor]:
+    def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, Any]:
         """Attention per layer and head of one source (with </s>) and its output tokens."""
         raise NMTError(
             "attention per layer and head needs a torch checkpoint (an export keeps the "

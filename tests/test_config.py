@@ -45,6 +45,13 @@ def test_defaults_and_overrides(tmp_path):
             "not one of: bahdanau, luong_dot, luong_general",
         ),
         ("", ["model.d_model=100", "model.n_heads=3"], "must be divisible by model.n_heads"),
+        (
+            "",
+            ["model.cell=gru"],
+            "model.cell is not a key of the transformer backend; its keys: backend, d_model",
+        ),
+        ("", ["model.backend=rnn", "model.n_heads=4"], "model.n_heads is not a key of the rnn"),
+        ("", ["model.backend=rnn", "model.attention=luong_dot"], "not a key of the rnn backend"),
         ("", ["train.best_metric=bleu", "train.valid_bleu=false"], "train.best_metric=bleu needs"),
         ("", ["train.betas=[0.9]"], "train.betas must be a list of 2 values"),
         ("", ["model.dropout=1.5"], "must be in [0, 1)"),
@@ -113,3 +120,21 @@ def test_config_choices_are_the_dispatch_tables():
     for table, key in ((SCHEDULES, "schedule"), (METRICS, "best_metric")):
         for name in table:
             assert getattr(load_config(None, [f"train.{key}={name}"]).train, key) == name
+
+
+def test_each_backend_has_its_own_config_and_old_full_dumps_still_load():
+    """A config written before per-backend configs lists every backend's field: the chosen
+    backend's are kept, the others dropped; a hand-written foreign key stays an error."""
+    import dataclasses
+
+    from nmt.config import from_dict, to_dict
+    from nmt.models import CONFIGS
+
+    every = {f.name: f.default for c in CONFIGS.values() for f in dataclasses.fields(c)}
+    for backend, cls in CONFIGS.items():
+        cfg = from_dict(Config, {"model": every | {"backend": backend, "d_model": 64}})
+        assert type(cfg.model) is cls and cfg.model.d_model == 64
+        assert set(to_dict(cfg)["model"]) == {f.name for f in dataclasses.fields(cls)}
+    partial = {k: v for k, v in every.items() if k != "norm"} | {"backend": "rnn"}
+    with pytest.raises(NMTError, match="is not a key of the rnn backend"):
+        from_dict(Config, {"model": partial})

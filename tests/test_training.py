@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +196,48 @@ def test_two_nodes_with_c10d_rendezvous_train_in_sync_and_rank_0_alone_writes(
     assert "world size 2" in text
     assert "ranks in sync: parameter checksum" in text
     assert checkpoint.load(written[0] / "last.pt")["progress"]["step"] == 4
+
+
+def test_report_draws_curves_from_metrics_jsonl_alone(toy_data_dir, tmp_path):
+    """The real trainer's metrics.jsonl carries the report: with train.log deleted, the curves
+    are still drawn, and its rows are the ones train.log shows (writer and reader together)."""
+    from nmt import report, runlog
+
+    run = tmp_path / "run"
+    cfg = tiny_cfg(toy_data_dir, "train.max_steps=4", "train.valid_every=2", "train.log_every=1")
+    train(cfg, run, quiet=True)
+    from_log = runlog.Curves()
+    runlog.parse_train_log(from_log, (run / runlog.LOG).read_text())
+    (run / runlog.LOG).unlink()
+    shutil.rmtree(run / runlog.TENSORBOARD)
+    r = report.read_run(run)
+    assert [t["step"] for t in r.train] == [t["step"] for t in from_log.train] == [1, 2, 3, 4]
+    assert [round(t["loss"], 3) for t in r.train] == [t["loss"] for t in from_log.train]
+    assert [v["step"] for v in r.valid] == [2, 4] and all("bleu" in v for v in r.valid)
+    assert r.backend == "transformer" and r.params_m == from_log.params_m
+    report.write_report([run], tmp_path / "out")
+    assert (tmp_path / "out" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_accumulated_batches_give_the_gradient_of_one_batch(toy_data_dir):
+    """accum: batches A and B, each loss divided by the tokens of A and B together, give the
+    gradient of one batch A+B (exact normalisation, not per batch times accum)."""
+    import torch
+
+    from nmt.batching import collate
+    from nmt.models.backends import build_model
+    from nmt.training import backward_group
+
+    cfg = tiny_cfg(toy_data_dir, "model.dropout=0.0", "model.attention_dropout=0.0")
+    rows = load_encoded(toy_data_dir, "train")[:7]
+    src, tgt = rows["src_ids"], rows["tgt_ids"]
+    a, b = collate(src[:2], tgt[:2], "cpu"), collate(src[2:], tgt[2:], "cpu")  # 2 + 5 pairs
+    n_tokens = sum(len(t) + 1 for t in tgt)
+    grads = []
+    for group in ([a, b], [collate(src, tgt, "cpu")]):
+        torch.manual_seed(0)
+        model = build_model(cfg.model, 36, 36, joint=True)
+        backward_group(model, group, n_tokens, label_smoothing=0.1)
+        grads.append([p.grad for p in model.parameters()])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
