@@ -252,7 +252,7 @@ class Prefetcher:
             if self.stopped.is_set() or isinstance(item, BaseException):
                 return
 
-    def collate(self, idx: np.ndarray):
+    def take(self, idx: np.ndarray):
         """The next batch of the schedule (which must be `idx`) on the device."""
         t0 = time.perf_counter()
         i, item = self.queue.get()

@@ -57,10 +57,6 @@ def split_dir(data_dir: Path, split: str) -> Path:
     return Path(data_dir) / split
 
 
-def arrow_file(data_dir: Path, split: str) -> Path:
-    return split_dir(data_dir, split) / ARROW_FILE
-
-
 # ---------------------------------------------------------------------------------------------
 # Writing (into a work dir that `nmt.data` renames into place)
 
@@ -69,12 +65,6 @@ def write_meta(data_dir: Path, meta: dict) -> None:
     (Path(data_dir) / META).write_text(
         json.dumps({"format": FORMAT_VERSION, **meta}, indent=2) + "\n"
     )
-
-
-def write_tokenizer(data_dir: Path, protos: tuple[bytes, bytes | None]) -> None:
-    """Write the SentencePiece model(s) (`protos` = (src or joint, tgt or None))."""
-    for name, proto in spm_protos(Tokenizer(*protos)).items():
-        (Path(data_dir) / name).write_bytes(proto)
 
 
 def spm_path(data_dir: Path, side: str, joint: bool) -> Path:

@@ -166,16 +166,6 @@ VERBS: list[Verb] = _parse(_VERBS, Verb)
 SAY_VERBS: list[SayVerb] = _parse(_SAY_VERBS, SayVerb)
 
 
-def english_words() -> set[str]:
-    """Every English word the grammar can produce (lowercase, no punctuation)."""
-    words = {"the", "a", "an", "has", "have", "that"}
-    for row in (*NOUNS, *ADJECTIVES, *VERBS, *SAY_VERBS):
-        words.update(v for k, v in row._asdict().items() if k == "en" or k.startswith("en_"))
-    for en, _ in (*PREPOSITIONS, *ADVERBS, *CONJUNCTIONS):
-        words.update(en.split())
-    return words
-
-
 # --- rendering --------------------------------------------------------------------------------
 def _inflect(stem: str, ending: str) -> str:
     """Attach an adjective ending, dropping its 'e' after a stem ending in 'e' (müde + en)."""

@@ -446,7 +446,7 @@ class Trainer:
             for start in range(self.progress.batch, len(order) - accum + 1, accum):
                 idx = order[start : start + accum]
                 tokens = sum(self.batches.target_tokens(i) for i in idx)
-                yield [loader.collate(i) for i in idx], tokens
+                yield [loader.take(i) for i in idx], tokens
         finally:
             self.data_wait += loader.close()
 

@@ -111,11 +111,11 @@ def test_prefetcher_yields_the_schedule_in_order_from_any_start(toy_data_dir):
     for start in (0, 7):
         pre = Prefetcher(batches, schedule, start, "cpu", depth=2)
         for idx in schedule[start:]:
-            for got, want in zip(pre.collate(idx), batches.read(idx)):
+            for got, want in zip(pre.take(idx), batches.read(idx)):
                 assert torch.equal(got, want)
         pre.close()
     pre = Prefetcher(batches, schedule, 0, "cpu", depth=2)  # stopped early: the thread ends
-    pre.collate(schedule[0])
+    pre.take(schedule[0])
     pre.close()
     assert not pre.thread.is_alive()
 
@@ -128,7 +128,7 @@ def test_prefetcher_refuses_an_out_of_order_batch(toy_data_dir):
     schedule = batches.epoch(0)
     pre = Prefetcher(batches, schedule, 0, "cpu")
     with pytest.raises(RuntimeError, match="out of order"):
-        pre.collate(schedule[1])
+        pre.take(schedule[1])
     pre.close()
 
 
