@@ -35,11 +35,14 @@
 #      translate as --batch-tokens when set), N_START (start-up runs per side, default 10),
 #      SENTENCE (default "ein Mann"), SKIP (comma list of sections to skip: train,translate,startup),
 #      IDLE_WAIT (before each pair, wait up to this many seconds for other processes to use < 0.15
-#      cores; default 300, 0: don't wait).
-# Noise: each run also records the CPU that OTHER processes used meanwhile (/proc/stat minus the
-# run's own rusage); runs where that exceeds 0.15 cores are marked * and the table shows the worst.
-# Full size: ~16-17 minutes on the 2-core VM (setup ~3.5 min when not cached, throughput ~8 min,
-# translate ~3.5 min, start-up ~1.5 min).
+#      cores; default 300, 0: don't wait), MAX_REDO (default 3: see Noise), ORDER (ab: every pair
+#      runs A then B, the default; abba: odd pairs run B then A, cancelling a first-run bias).
+# Noise: each run also records the CPU that OTHER processes used meanwhile (/proc/stat busy time
+# minus the run's own rusage). A pair in which either run saw more than 0.15 cores of that is
+# printed, discarded and redone (up to MAX_REDO times; then kept, marked *); the table shows the
+# worst figure among the kept runs. On a machine other jobs keep busy the run takes longer.
+# Full size: ~16-17 minutes on the idle 2-core VM (setup ~3.5 min when not cached, throughput ~9 min,
+# translate ~3.5 min, start-up ~1 min); QUICK=1 ~2.5 min with a fresh WORK.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 A=$(cd "${A:-$HERE/../base}" && pwd)
@@ -66,23 +69,27 @@ else
 fi
 export A B PY DATA WORK PAIRS SECS LOG_EVERY CKPT_MIN LINES_B1 LINES_B5 N_START QUICK
 export CKPT=${CKPT:-} BATCH_TOKENS=${BATCH_TOKENS:-} SENTENCE=${SENTENCE:-ein Mann}
-export SKIP=${SKIP:-} FRESH=${FRESH:-0} IDLE_WAIT=${IDLE_WAIT:-300}
+export SKIP=${SKIP:-} FRESH=${FRESH:-0} IDLE_WAIT=${IDLE_WAIT:-300} MAX_REDO=${MAX_REDO:-3} ORDER=${ORDER:-ab}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 unset PYTHONPATH
 mkdir -p "$WORK/cwd" "$WORK/logs"
 cd "$WORK/cwd"  # neutral: no nmt/ here
 exec "$PY" - <<'PY'
 import gzip, os, re, shutil, statistics, subprocess, sys, threading, time
+from dataclasses import dataclass
 from pathlib import Path
 
 E = os.environ
 A, B, PY, WORK = Path(E["A"]), Path(E["B"]), E["PY"], Path(E["WORK"])
 DATA = Path(E["DATA"])
 PAIRS, SECS, LOG_EVERY = int(E["PAIRS"]), float(E["SECS"]), int(E["LOG_EVERY"])
-N_START, IDLE_WAIT = int(E["N_START"]), float(E["IDLE_WAIT"])
+N_START, IDLE_WAIT, MAX_REDO = int(E["N_START"]), float(E["IDLE_WAIT"]), int(E["MAX_REDO"])
+ORDER = E["ORDER"]
 SKIP = set(filter(None, E["SKIP"].split(",")))
 CWD, LOGS = WORK / "cwd", WORK / "logs"
 SIDES = {"A": A, "B": B}
+HZ = os.sysconf("SC_CLK_TCK")
+NOISY = 0.15  # cores used by other processes during a run above which it is flagged
 T_START = time.time()
 
 
@@ -90,20 +97,34 @@ def say(*a):
     print(*a, flush=True)
 
 
+def med(x):
+    return statistics.median(x)
+
+
 def cpu_busy():
     """Seconds of CPU the whole machine has spent busy (all cores; steal counts as busy)."""
-    f = open("/proc/stat").readline().split()[1:9]
-    user, nice, system, idle, iowait, irq, softirq, steal = map(int, f)
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, open("/proc/stat").readline().split()[1:9])
     return (user + nice + system + irq + softirq + steal) / HZ
 
 
-HZ = os.sysconf("SC_CLK_TCK")
-NOISY = 0.15  # cores used by other processes during a run above which it is flagged
+@dataclass
+class Run:
+    wall: float  # s, whole process
+    rss: float  # MB, peak
+    rc: int
+    others: float  # cores used by other processes meanwhile (/proc/stat busy minus this run's CPU)
+
+    @property
+    def noisy(self):  # 0.03 s of slack: /proc/stat counts in 10 ms ticks
+        return self.others * self.wall > NOISY * self.wall + 0.03
+
+    @property
+    def mark(self):
+        return "*" if self.noisy else ""
 
 
-def run(side, args, *, stdin_text=None, log=None, timeout=900):
-    """`python -m nmt ARGS` with side's checkout on PYTHONPATH, from the neutral cwd.
-    Returns (wall seconds, peak RSS MB, exit status, cores used by OTHER processes meanwhile)."""
+def run(side, args, *, stdin_text=None, log=None, timeout=900) -> Run:
+    """`python -m nmt ARGS` with side's checkout on PYTHONPATH, from the neutral cwd."""
     env = dict(os.environ, PYTHONPATH=str(SIDES[side]))
     out = open(log, "ab") if log else subprocess.DEVNULL
     b0 = cpu_busy()
@@ -123,11 +144,15 @@ def run(side, args, *, stdin_text=None, log=None, timeout=900):
     p.returncode = os.waitstatus_to_exitcode(status)
     if log:
         out.close()
-    return wall, ru.ru_maxrss / 1024, p.returncode, others
+    if log and p.returncode != 0:
+        say(f"FAILED ({side}, exit {p.returncode}): nmt {' '.join(map(str, args))}\n--- tail of {log}:")
+        say("".join(open(log, errors="replace").readlines()[-15:]))
+        sys.exit(1)
+    return Run(wall, ru.ru_maxrss / 1024, p.returncode, others)
 
 
 def wait_idle(what):
-    """Before a pair: wait (up to IDLE_WAIT s) until other processes use < NOISY cores for 1 s."""
+    """Wait (up to IDLE_WAIT s) until other processes use < NOISY cores over 1 s."""
     t0 = time.time()
     while True:
         b0 = cpu_busy()
@@ -136,23 +161,36 @@ def wait_idle(what):
         if busy < NOISY:
             break
         if time.time() - t0 > IDLE_WAIT:
-            say(f"  (machine still busy before {what}: {busy:.2f} cores used by others; going on)")
+            say(f"  (machine still busy before {what}: others use {busy:.2f} cores; going on)")
             return
     if time.time() - t0 > 3:
         say(f"  (waited {time.time() - t0:.0f} s for the machine to go idle before {what})")
 
 
-def flag(o):
-    return "*" if o > NOISY else ""
+REDONE = {}
 
 
-def must(side, args, log, **kw):
-    wall, rss, rc, others = run(side, args, log=log, **kw)
-    if rc != 0:
-        say(f"FAILED ({side}, exit {rc}): nmt {' '.join(map(str, args))}\n--- tail of {log}:")
-        say("".join(open(log, errors="replace").readlines()[-15:]))
-        sys.exit(1)
-    return wall, rss, others
+def pair(label, do, gate=True, idx=0):
+    """One A run then one B run (B then A on odd idx with ORDER=abba); redone (up to MAX_REDO times) when other processes disturbed
+    either. do(side) -> (Run, anything). Returns {side: (Run, anything)}."""
+    for attempt in range(MAX_REDO + 1):
+        if gate or attempt:
+            wait_idle(label)
+        order = ("B", "A") if ORDER == "abba" and idx % 2 else ("A", "B")
+        res = {s: do(s) for s in order}
+        if not any(r.noisy for r, _ in res.values()) or attempt == MAX_REDO:
+            return res
+        REDONE[label.split(" pair")[0]] = REDONE.get(label.split(" pair")[0], 0) + 1
+        say(f"  ({label}: disturbed, redone; discarded A {res['A'][0].wall:.3f}{res['A'][0].mark} s "
+            f"B {res['B'][0].wall:.3f}{res['B'][0].mark} s, others {res['A'][0].others:.2f} / "
+            f"{res['B'][0].others:.2f} cores)")
+
+
+def noise_note(runs, label):
+    n = sum(r.noisy for r in runs)
+    return (f"others used up to {max(r.others for r in runs):.2f} cores"
+            + (f"; {n} of {len(runs)} kept runs flagged *" if n else "")
+            + (f"; {REDONE[label]} pairs redone" if REDONE.get(label) else ""))
 
 
 def rev(path):
@@ -166,12 +204,9 @@ def rev(path):
         return "no git"
 
 
-def med(x):
-    return statistics.median(x)
-
-
 # --- which code each side runs --------------------------------------------------------------
-say(f"== nmt A/B benchmark {time.strftime('%Y-%m-%d %H:%M:%S %Z')}{'  [QUICK dry run]' if E['QUICK'] == '1' else ''}")
+say(f"== nmt A/B benchmark {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+    + ("  [QUICK dry run]" if E["QUICK"] == "1" else ""))
 for s, path in SIDES.items():
     env = dict(os.environ, PYTHONPATH=str(path))
     got = subprocess.run([PY, "-c", "import nmt; print(nmt.__file__)"], cwd=CWD, env=env,
@@ -180,7 +215,7 @@ for s, path in SIDES.items():
         say(f"side {s}: `import nmt` resolves to {got!r}, not under {path}: aborting")
         sys.exit(1)
     say(f"side {s}: {path} ({rev(path)}) -> {got}")
-say(f"python {PY}; cwd {CWD}; cores {os.cpu_count()}; pairs {PAIRS}; load avg {os.getloadavg()[0]:.2f}")
+say(f"python {PY}; cwd {CWD}; cores {os.cpu_count()}; pairs {PAIRS}, order {ORDER}; load avg {os.getloadavg()[0]:.2f}")
 if A == B:
     say("A and B are the same checkout: every ratio should be ~1.0 (a noise check)")
 
@@ -192,10 +227,10 @@ if E["FRESH"] == "1":
 data_bin = WORK / "data"
 if not (data_bin / "meta.json").exists():
     shutil.rmtree(data_bin, ignore_errors=True)
-    w, _, _ = must("A", ["preprocess", "--src", "de", "--tgt", "en", "--train-prefix", DATA / "train",
-                      "--valid-prefix", DATA / "val", "--test-prefix", DATA / "test_2016_flickr",
-                      "--vocab-size", 8000, "--out", data_bin], LOGS / "setup-preprocess.log")
-    say(f"setup: preprocessed Multi30k de-en (joint 8k) with A in {w:.1f} s -> {data_bin}")
+    r = run("A", ["preprocess", "--src", "de", "--tgt", "en", "--train-prefix", DATA / "train",
+                  "--valid-prefix", DATA / "val", "--test-prefix", DATA / "test_2016_flickr",
+                  "--vocab-size", 8000, "--out", data_bin], log=LOGS / "setup-preprocess.log")
+    say(f"setup: preprocessed Multi30k de-en (joint 8k) with A in {r.wall:.1f} s -> {data_bin}")
 else:
     say(f"setup: reusing {data_bin}")
 if E["CKPT"]:
@@ -205,121 +240,115 @@ else:
     ckpt = WORK / "ckpt" / "best.pt"
     if not ckpt.exists():
         shutil.rmtree(WORK / "ckpt", ignore_errors=True)
-        wait_idle("training the checkpoint")
         recipe = A / "recipes/multi30k-de-en/transformer.yaml"
         cfg = [recipe] if recipe.exists() else [
             "model.backend=transformer", "model.d_model=256", "model.encoder_layers=3",
             "model.decoder_layers=3", "model.n_heads=4", "model.d_ff=1024", "model.dropout=0.1",
             "train.max_tokens=2500", "train.lr=1.5e-3", "train.label_smoothing=0.1"]
-        # short run: shorter warm-up than the recipe's 400 steps; validation only at the end
-        w, _, _ = must("A", ["train", *cfg, "-o", WORK / "ckpt", "-q", f"data.dir={data_bin}",
-                          f"train.max_time={E['CKPT_MIN']}", "train.warmup=150",
-                          "train.valid_every=100000", "train.log_every=50"],
-                    LOGS / "setup-train.log", timeout=3600)
+        wait_idle("training the checkpoint")
+        # a short run: shorter warm-up than the recipe's 400 steps; validation only at the end
+        r = run("A", ["train", *cfg, "-o", WORK / "ckpt", "-q", f"data.dir={data_bin}",
+                      f"train.max_time={E['CKPT_MIN']}", "train.warmup=150",
+                      "train.valid_every=100000", "train.log_every=50"],
+                log=LOGS / "setup-train.log", timeout=3600)
         last = [l for l in open(LOGS / "setup-train.log") if l.startswith("validation")][-1:]
-        say(f"setup: trained {ckpt} with A ({E['CKPT_MIN']} min budget, {w:.0f} s wall); {''.join(last).strip()}")
+        say(f"setup: trained {ckpt} with A ({E['CKPT_MIN']} min budget, {r.wall:.0f} s wall, others "
+            f"{r.others:.2f} cores); {''.join(last).strip()}")
     else:
         say(f"setup: reusing {ckpt}")
 ct2 = WORK / "ct2"
 if not (ct2 / "model.bin").exists():
-    w, _, _ = must("A", ["export", ckpt, "-o", ct2, "--force"], LOGS / "setup-export.log")
-    say(f"setup: exported it (float32) with A in {w:.1f} s -> {ct2}")
+    r = run("A", ["export", ckpt, "-o", ct2, "--force"], log=LOGS / "setup-export.log")
+    say(f"setup: exported it (float32) with A in {r.wall:.1f} s -> {ct2}")
 else:
     say(f"setup: reusing {ct2}")
-inp = WORK / "inputs"
-inp.mkdir(exist_ok=True)
+(WORK / "inputs").mkdir(exist_ok=True)
 lines = [l for f in ("test_2016_flickr.de.gz", "val.de.gz")
          for l in gzip.open(DATA / f, "rt", encoding="utf-8").read().splitlines()]
 INPUT = {}
 for beam, n in ((1, int(E["LINES_B1"])), (5, int(E["LINES_B5"]))):
-    INPUT[beam] = inp / f"b{beam}-{n}.de"
+    INPUT[beam] = WORK / "inputs" / f"b{beam}-{n}.de"
     INPUT[beam].write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
-say(f"setup: {time.time() - t_setup:.0f} s; translate inputs: greedy {INPUT[1]} "
-    f"({len(lines[:int(E['LINES_B1'])])} lines), beam 5 {INPUT[5]} ({len(lines[:int(E['LINES_B5'])])} lines)")
+say(f"setup: {time.time() - t_setup:.0f} s; translate inputs: greedy {INPUT[1]}, beam 5 {INPUT[5]} "
+    "(Multi30k test2016 then val, German)")
 
-# warm-up, untimed: each side once through --help, the torch and the export path (pyc files,
-# page cache)
+# warm-up, untimed: each side once through --help, the torch and the export path (pyc, page cache)
 for s in SIDES:
     run(s, ["--help"])
     for m in (ckpt, ct2):
         run(s, ["translate", "-c", m, "-q"], stdin_text=E["SENTENCE"] + "\n")
 
-ROWS = {"train": [], "translate": [], "startup": []}  # (label, A, B, B/A, max others, reading)
-
-
-def noise_note(os_):
-    m = max(os_)
-    n = sum(o > NOISY for o in os_)
-    return f"others used up to {m:.2f} cores" + (f"; {n} of {len(os_)} runs flagged *" if n else "")
-
+ROWS = {"train": [], "translate": [], "startup": []}  # (label, A, B, B/A, kept runs, reading)
+say(f"\n* = other processes used more than {NOISY} cores during that run; a pair with one is redone "
+    f"(up to {MAX_REDO} times), then kept with its mark")
 
 # --- 3. start-up (first: cheap, and its medians let section 2 subtract start-up) ----------------
 startup_med = {}
 if "startup" not in SKIP:
-    say(f"\n== start-up: {N_START} runs per side, alternating A, B (wall s, whole process; * = other "
-        f"processes used > {NOISY} cores meanwhile)")
+    say(f"\n== start-up: {N_START} pairs A, B (wall s, whole process)")
     cases = [("nmt --help", ["--help"], None),
              ("1 sentence, torch ckpt", ["translate", "-c", ckpt, "-q"], E["SENTENCE"] + "\n"),
              ("1 sentence, ct2 export", ["translate", "-c", ct2, "-q"], E["SENTENCE"] + "\n")]
     for label, args, stdin_text in cases:
-        wait_idle(label)
-        t, rss, oth = {"A": [], "B": []}, {"A": [], "B": []}, []
-        bad = 0
+        runs = {"A": [], "B": []}
         for i in range(N_START):
-            for s in ("A", "B"):
-                w, r, rc, o = run(s, args, stdin_text=stdin_text, timeout=120)
-                bad += rc != 0
-                t[s].append(w)
-                rss[s].append(r)
-                oth.append(o)
-        for k, s in enumerate(("A", "B")):
-            say(f"  {label:24s} {s}: " + " ".join(f"{x:.3f}{flag(oth[2 * j + k])}" for j, x in enumerate(t[s]))
-                + f"  | median {med(t[s]):.3f} s, peak RSS {max(rss[s]):.0f} MB")
-        if bad:
-            say(f"  WARNING: {bad} runs exited non-zero")
+            res = pair(f"{label} pair {i + 1}", lambda s: (run(s, args, stdin_text=stdin_text, timeout=120), None),
+                       gate=i == 0, idx=i)
+            for s in res:
+                runs[s].append(res[s][0])
+        t = {s: [r.wall for r in runs[s]] for s in runs}
+        for s in ("A", "B"):
+            say(f"  {label:24s} {s}: " + " ".join(f"{r.wall:.3f}{r.mark}" for r in runs[s])
+                + f"  | median {med(t[s]):.3f} s, peak RSS {max(r.rss for r in runs[s]):.0f} MB")
+            if any(r.rc for r in runs[s]):
+                say(f"  WARNING: {sum(r.rc != 0 for r in runs[s])} runs of {s} exited non-zero")
         ratio = med(t["B"]) / med(t["A"])
-        pair_r = [b / a for a, b in zip(t["A"], t["B"])]
-        say(f"  {label:24s} B/A of medians {ratio:.3f} (pair by pair: median {med(pair_r):.3f}, "
-            f"min {min(pair_r):.3f}, max {max(pair_r):.3f}); {noise_note(oth)}")
+        pr = [b / a for a, b in zip(t["A"], t["B"])]
+        allr = runs["A"] + runs["B"]
+        say(f"  {label:24s} B/A of medians {ratio:.3f} (pair by pair: median {med(pr):.3f}, min {min(pr):.3f}, "
+            f"max {max(pr):.3f}); {noise_note(allr, label)}")
         startup_med[label] = {s: med(t[s]) for s in t}
         ROWS["startup"].append((f"start-up: {label} (median s)", f"{med(t['A']):.3f}", f"{med(t['B']):.3f}",
-                                ratio, max(oth), "time: <1 = B faster"))
+                                ratio, allr, "time: <1 = B faster"))
 
 # --- 2. translate ------------------------------------------------------------------------------
 if "translate" not in SKIP:
-    say(f"\n== translate: {PAIRS} alternating pairs per case; sent/s = lines / wall (incl. start-up "
-        f"and load); * = other processes used > {NOISY} cores meanwhile")
+    say(f"\n== translate: {PAIRS} pairs A, B per case; sent/s = lines / wall (whole command: start-up, "
+        "model load, decoding, writing)")
     extra = ["--batch-tokens", E["BATCH_TOKENS"]] if E["BATCH_TOKENS"] else []
     for rt, model, s1 in (("torch", ckpt, "1 sentence, torch ckpt"), ("ct2", ct2, "1 sentence, ct2 export")):
         for beam in (1, 5):
             src = INPUT[beam]
             n = sum(1 for _ in open(src, encoding="utf-8"))
             label = f"translate {rt} {'greedy' if beam == 1 else 'beam 5'}"
-            walls, rss, oth, outs = {"A": [], "B": []}, {"A": [], "B": []}, {"A": [], "B": []}, {}
+
+            def do(s):
+                o = WORK / f"out-{rt}-b{beam}-{s}.txt"
+                r = run(s, ["translate", "-c", model, "--beam", beam, *extra, "-q", "-o", o, src],
+                        log=LOGS / f"translate-{rt}-b{beam}-{s}.log", timeout=600)
+                return r, o.read_text(encoding="utf-8")
+
+            runs, outs = {"A": [], "B": []}, {}
             for i in range(PAIRS):
-                wait_idle(f"{label} pair {i + 1}")
-                for s in ("A", "B"):
-                    o = WORK / f"out-{rt}-b{beam}-{s}.txt"
-                    w, r, ot = must(s, ["translate", "-c", model, "--beam", beam, *extra, "-q", "-o", o, src],
-                                    LOGS / f"translate-{rt}-b{beam}-{s}.log", timeout=600)
-                    walls[s].append(w)
-                    rss[s].append(r)
-                    oth[s].append(ot)
-                    outs[s] = o.read_text(encoding="utf-8")
+                res = pair(f"{label} pair {i + 1}", do, idx=i)
+                for s in res:
+                    runs[s].append(res[s][0])
+                    outs[s] = res[s][1]
+            walls = {s: [r.wall for r in runs[s]] for s in runs}
             for s in ("A", "B"):
-                say(f"  {label:24s} {s}: walls " + " ".join(f"{x:.2f}{flag(o)}" for x, o in zip(walls[s], oth[s]))
+                say(f"  {label:24s} {s}: walls " + " ".join(f"{r.wall:.2f}{r.mark}" for r in runs[s])
                     + " s -> sent/s " + " ".join(f"{n / x:.1f}" for x in walls[s])
-                    + f" | pooled {n * PAIRS / sum(walls[s]):.1f}, peak RSS {max(rss[s]):.0f} MB")
-            pair_r = [a / b for a, b in zip(walls["A"], walls["B"])]
+                    + f" | pooled {n * PAIRS / sum(walls[s]):.1f}, peak RSS {max(r.rss for r in runs[s]):.0f} MB")
+            pr = [a / b for a, b in zip(walls["A"], walls["B"])]
             ratio = sum(walls["A"]) / sum(walls["B"])
             same = outs["A"] == outs["B"]
             nl = {s: outs[s].count("\n") for s in outs}
-            all_o = oth["A"] + oth["B"]
-            say(f"  {label:24s} B/A pooled {ratio:.3f} (pairs " + " ".join(f"{x:.3f}" for x in pair_r)
+            allr = runs["A"] + runs["B"]
+            say(f"  {label:24s} B/A pooled {ratio:.3f} (pairs " + " ".join(f"{x:.3f}" for x in pr)
                 + f"); {n} lines in, out A {nl['A']} B {nl['B']}; outputs {'identical' if same else 'DIFFER'}; "
-                + noise_note(all_o))
+                + noise_note(allr, label))
             ROWS["translate"].append((f"{label} (sent/s, {n} lines)", f"{n * PAIRS / sum(walls['A']):.1f}",
-                                      f"{n * PAIRS / sum(walls['B']):.1f}", ratio, max(all_o),
+                                      f"{n * PAIRS / sum(walls['B']):.1f}", ratio, allr,
                                       "rate: >1 = B faster" + ("" if same else "; outputs DIFFER")))
             if s1 in startup_med:  # approximate decoding-only rate: wall minus the 1-sentence median
                 dec = {s: sum(w - startup_med[s1][s] for w in walls[s]) for s in walls}
@@ -329,58 +358,67 @@ if "translate" not in SKIP:
                         f"B {n * PAIRS / dec['B']:.1f}, B/A {r2:.3f} (approximate)")
                     ROWS["translate"].append(("  same, minus 1-sentence start-up (approx)",
                                               f"{n * PAIRS / dec['A']:.1f}", f"{n * PAIRS / dec['B']:.1f}",
-                                              r2, max(all_o), "rate: >1 = B faster"))
+                                              r2, allr, "rate: >1 = B faster"))
 
 # --- 1. training throughput ----------------------------------------------------------------------
 if "train" not in SKIP:
-    say(f"\n== training throughput: bench/run.sh throughput config, {SECS:g} s per run, {PAIRS} pairs A, B")
+    label = "training"
+    say(f"\n== training throughput: the bench/run.sh throughput config, {SECS:g} s per run, {PAIRS} pairs A, B")
     thr_args = [f"data.dir={data_bin}", "model.backend=transformer", "model.d_model=256",
                 "model.encoder_layers=3", "model.decoder_layers=3", "model.n_heads=4",
                 "model.d_ff=1024", "model.dropout=0.1", "model.attention_dropout=0.1",
                 "train.max_tokens=4096", "train.lr=1e-3", "train.warmup=4000",
                 f"train.max_time={SECS / 60:.6f}", "train.valid_every=1000000",
                 "train.valid_bleu=false", "train.best_metric=loss", f"train.log_every={LOG_EVERY}"]
-    tps, rss, oth = {"A": [], "B": []}, {"A": [], "B": []}, []
+    runs, tps = {"A": [], "B": []}, {"A": [], "B": []}
+
+    def do(s):
+        rd = WORK / "thr_run"
+        shutil.rmtree(rd, ignore_errors=True)
+        log = LOGS / f"train-{s}.log"
+        log.unlink(missing_ok=True)
+        r = run(s, ["train", "-o", rd, "-q", *thr_args], log=log, timeout=SECS * 3 + 600)
+        text = (rd / "train.log").read_text() if (rd / "train.log").exists() else log.read_text()
+        rows = [float(x.replace(",", "")) for x in re.findall(r"([\d,]+(?:\.\d+)?) tgt tok/s", text)]
+        use = rows[max(1, len(rows) // 5):] or rows  # as bench/run.sh; all of them if that leaves none
+        if not use:
+            say(f"  {s}: no 'tgt tok/s' lines in {log}")
+            sys.exit(1)
+        tp = sum(use) / len(use)
+        say(f"  {s}: tgt tok/s {tp:.0f}{r.mark} (intervals logged {len(rows)}, used {len(use)}, min "
+            f"{min(use):.0f} max {max(use):.0f}); wall {r.wall:.0f} s, peak RSS {r.rss:.0f} MB, others "
+            f"{r.others:.2f} cores")
+        return r, tp
+
     for i in range(PAIRS):
-        wait_idle(f"training pair {i + 1}")
-        for s in ("A", "B"):
-            rd = WORK / "thr_run"
-            shutil.rmtree(rd, ignore_errors=True)
-            log = LOGS / f"train-{s}-{i + 1}.log"
-            log.unlink(missing_ok=True)
-            w, r, o = must(s, ["train", "-o", rd, "-q", *thr_args], log, timeout=SECS * 3 + 600)
-            text = (rd / "train.log").read_text() if (rd / "train.log").exists() else log.read_text()
-            rows = [float(x.replace(",", "")) for x in re.findall(r"([\d,]+(?:\.\d+)?) tgt tok/s", text)]
-            use = rows[max(1, len(rows) // 5):] or rows  # as bench/run.sh; all if that leaves none
-            if not use:
-                say(f"  {s} run {i + 1}: no 'tgt tok/s' lines in {log}")
-                sys.exit(1)
-            tps[s].append(sum(use) / len(use))
-            rss[s].append(r)
-            oth.append(o)
-            say(f"  pair {i + 1} {s}: tgt tok/s {tps[s][-1]:.0f}{flag(o)} (intervals logged {len(rows)}, used "
-                f"{len(use)}, min {min(use):.0f} max {max(use):.0f}); wall {w:.0f} s, peak RSS {r:.0f} MB, "
-                f"others {o:.2f} cores")
+        say(f"  pair {i + 1}")
+        res = pair(f"{label} pair {i + 1}", do, idx=i)
+        for s in res:
+            runs[s].append(res[s][0])
+            tps[s].append(res[s][1])
     shutil.rmtree(WORK / "thr_run", ignore_errors=True)
-    pair_r = [b / a for a, b in zip(tps["A"], tps["B"])]
+    pr = [b / a for a, b in zip(tps["A"], tps["B"])]
     ratio = sum(tps["B"]) / sum(tps["A"])
+    allr = runs["A"] + runs["B"]
+    say(f"  kept: A " + " ".join(f"{x:.0f}{r.mark}" for x, r in zip(tps["A"], runs["A"]))
+        + " | B " + " ".join(f"{x:.0f}{r.mark}" for x, r in zip(tps["B"], runs["B"])) + " tgt tok/s")
     say(f"  B/A pooled {ratio:.3f} (sums {sum(tps['B']):.0f} / {sum(tps['A']):.0f}; pairs "
-        + " ".join(f"{x:.3f}" for x in pair_r) + f"); {noise_note(oth)}")
-    ROWS["train"].append(("train tgt tok/s (mean of runs)", f"{statistics.mean(tps['A']):.0f}",
-                          f"{statistics.mean(tps['B']):.0f}", ratio, max(oth),
-                          "rate: >1 = B faster (pooled sums)"))
-    ROWS["train"].append(("train peak RSS (MB, max)", f"{max(rss['A']):.0f}", f"{max(rss['B']):.0f}",
-                          max(rss["B"]) / max(rss["A"]), max(oth), "memory: <1 = B smaller"))
+        + " ".join(f"{x:.3f}" for x in pr) + f"); {noise_note(allr, label)}")
+    ROWS["train"].append(("train tgt tok/s (mean of kept runs)", f"{statistics.mean(tps['A']):.0f}",
+                          f"{statistics.mean(tps['B']):.0f}", ratio, allr, "rate: >1 = B faster (pooled)"))
+    ra, rb = max(r.rss for r in runs["A"]), max(r.rss for r in runs["B"])
+    ROWS["train"].append(("train peak RSS (MB, max)", f"{ra:.0f}", f"{rb:.0f}", rb / ra, allr,
+                          "memory: <1 = B smaller"))
 
 # --- table -------------------------------------------------------------------------------------
 rows = ROWS["train"] + ROWS["translate"] + ROWS["startup"]
 say(f"\n== after/before: A={A} ({rev(A)})  B={B} ({rev(B)})")
-say("others: the most CPU (cores) other processes used during any run of the row; above "
-    f"{NOISY} the row's figures are suspect")
+say(f"others: the most CPU (cores) other processes used during any kept run of the row (* above {NOISY})")
 w0 = max([len(r[0]) for r in rows] + [10])
 say(f"{'measure':{w0}s} | {'A (before)':>10s} | {'B (after)':>10s} | {'B/A':>6s} | others | reading")
 say(f"{'-' * w0}-|-{'-' * 10}-|-{'-' * 10}-|-{'-' * 6}-|--------|--------")
-for label, a, b, r, o, note in rows:
-    say(f"{label:{w0}s} | {a:>10s} | {b:>10s} | {r:6.3f} | {o:5.2f}{flag(o):1s} | {note}")
+for label, a, b, r, runs_, note in rows:
+    o = max(x.others for x in runs_)
+    say(f"{label:{w0}s} | {a:>10s} | {b:>10s} | {r:6.3f} | {o:5.2f}{'*' if any(x.noisy for x in runs_) else ' '} | {note}")
 say(f"total {time.time() - T_START:.0f} s; logs in {LOGS}; load avg now {os.getloadavg()[0]:.2f}")
 PY

@@ -15,7 +15,7 @@ from nmt.config import load_config
 from nmt.training import train
 
 spent = [0.0]
-_collate = batching.TrainBatches.collate
+_collate = getattr(batching.TrainBatches, "collate", None)  # versions before the prefetcher
 
 
 def timed_collate(self, idx, device):
@@ -25,7 +25,8 @@ def timed_collate(self, idx, device):
     return out
 
 
-batching.TrainBatches.collate = timed_collate
+if _collate is not None:
+    batching.TrainBatches.collate = timed_collate
 config, data, run = sys.argv[1:4]
 cfg = load_config(
     config,
@@ -38,8 +39,10 @@ print(
         {
             "steps": summary["steps"],
             "train_seconds": round(summary["train_seconds"], 1),
-            "sync_collate_share_pct": round(100 * spent[0] / summary["train_seconds"], 2),
-            "prefetch_wait_share_pct": round(100 * summary.get("data_wait_share", 0.0), 2)
+            "sync_collate_share_pct": round(100 * spent[0] / summary["train_seconds"], 2)
+            if _collate is not None
+            else None,
+            "prefetch_wait_share_pct": round(100 * summary["data_wait_share"], 2)
             if "data_wait_share" in summary
             else None,
         }

@@ -48,7 +48,7 @@ def flops_per_target_token(model_cfg: dict, src_vocab: int, tgt_vocab: int, S: f
 
 def data_lengths(data_dir: Path) -> tuple[float, float, int, int]:
     """Mean source/target tokens per training sentence and the vocabulary sizes."""
-    from nmt.data import load_encoded, load_tokenizer
+    from nmt.datadir import load_encoded, load_tokenizer
 
     ds = load_encoded(data_dir, "train")
     import numpy as np

@@ -160,7 +160,8 @@ def interrupt(cmd: str, cwd: Path, env: dict, run_dir: Path) -> None:
         deadline = time.time() + 300
         log = run_dir / "train.log"
         while time.time() < deadline and proc.poll() is None:
-            if log.is_file() and "parameters" in log.read_text().splitlines()[-1]:
+            lines = log.read_text().splitlines() if log.is_file() else []
+            if lines and "parameters" in lines[-1]:  # the file exists before its first line
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.stderr.read()[-2000:]
