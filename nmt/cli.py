@@ -111,17 +111,17 @@ def preprocess(
     from nmt.data import CorpusInputs, PreprocessOptions, preprocess
 
     inputs = CorpusInputs(
-        train_prefix,
-        valid_prefix,
-        test_prefix,
-        train_file,
-        valid_file,
-        test_file,
-        src_column,
-        tgt_column,
-        hub,
-        hub_config,
-        hub_splits,
+        train_prefix=train_prefix,
+        valid_prefix=valid_prefix,
+        test_prefix=test_prefix,
+        train_file=train_file,
+        valid_file=valid_file,
+        test_file=test_file,
+        src_column=src_column,
+        tgt_column=tgt_column,
+        hub=hub,
+        hub_config=hub_config,
+        hub_splits=hub_splits,
     )
     opts = PreprocessOptions(
         src_lang=src,
@@ -200,7 +200,6 @@ def translate(
     ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
-    seed: int = typer.Option(1, help="Random seed for sampling."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     buffer: int | None = typer.Option(
         None, help="Translate and flush every N lines (default: 1 when typed in, else chunks)."
@@ -212,15 +211,21 @@ def translate(
     from nmt.translate import AttentionOutput, TranslateIO, run_translation
     from nmt.translator import RuntimeOptions
 
-    io = TranslateIO(inputs or [], output, buffer, progress=not quiet and sys.stderr.isatty())
+    streams = TranslateIO(
+        inputs=inputs or [],
+        output=output,
+        buffer=buffer,
+        progress=not quiet and sys.stderr.isatty(),
+    )
     views = Views(attention_layer, attention_heads, self_attention)
-    attention = AttentionOutput(alignment, attention_plot, views)
-    run_translation(ckpt, io, decode, RuntimeOptions(device, threads), attention, seed, _say)
+    attention = AttentionOutput(alignment=alignment, plot_dir=attention_plot, views=views)
+    runtime = RuntimeOptions(device=device, threads=threads)
+    run_translation(ckpt, streams, decode, runtime, attention, log=_say)
 
 
 @app.command()
 def export(
-    ckpt: Path = typer.Argument(..., help="Transformer checkpoint (e.g. runs/x/final.pt)."),
+    ckpt: Path = typer.Argument(..., help="Transformer checkpoint (a .pt file of a run dir)."),
     output: Path = typer.Option(..., "--output", "-o", help="CTranslate2 model dir to write."),
     quantization: str = typer.Option("float32", help=f"Weight type: {', '.join(QUANTIZATIONS)}."),
     force: bool = typer.Option(False, help="Replace an existing output dir."),
@@ -259,9 +264,18 @@ def evaluate(
     from nmt.evaluate import evaluate as run_evaluate
     from nmt.translator import RuntimeOptions
 
-    inputs = EvalInputs(ckpt, data, split, source, reference, hypothesis, tgt_lang)
-    outputs = EvalOutputs(output, json_out)
-    print(format_table(run_evaluate(inputs, decode, RuntimeOptions(device, threads), outputs)))
+    inputs = EvalInputs(
+        checkpoint=ckpt,
+        data_dir=data,
+        split=split,
+        source=source,
+        reference=reference,
+        hypothesis=hypothesis,
+        tgt_lang=tgt_lang,
+    )
+    outputs = EvalOutputs(output=output, json_out=json_out)
+    runtime = RuntimeOptions(device=device, threads=threads)
+    print(format_table(run_evaluate(inputs, decode, runtime, outputs)))
 
 
 @app.command()

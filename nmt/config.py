@@ -27,6 +27,9 @@ class DataConfig:
     dir: str = "data-bin"  # a data dir written by `nmt preprocess`
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 1
@@ -83,9 +86,6 @@ class TrainConfig:
             raise NMTError("train.best_metric=bleu needs train.valid_bleu=true (or pick loss/ppl)")
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -105,7 +105,7 @@ def model_from_dict(data: Any) -> ModelConfig:
     choice("model.backend", backend, tuple(CONFIGS))
     cls = CONFIGS[backend]
     own = {f.name for f in dataclasses.fields(cls)}
-    if set(data) == _ALL_MODEL_FIELDS:
+    if set(data) == _V1_MODEL_FIELDS:
         data = {k: v for k, v in data.items() if k in own}
     foreign = [k for k in data if k not in own and k in _ALL_MODEL_FIELDS]
     if foreign:  # another backend's key (an unknown one is reported by from_dict)
@@ -117,6 +117,12 @@ def model_from_dict(data: Any) -> ModelConfig:
 
 
 _ALL_MODEL_FIELDS = {f.name for cls in CONFIGS.values() for f in dataclasses.fields(cls)}
+# the one flat model section of checkpoints and run dirs written before per-backend configs
+_V1_MODEL_FIELDS = {
+    "backend", "d_model", "encoder_layers", "decoder_layers", "dropout", "max_len",
+    "tie_embeddings", "cell", "attention", "n_heads", "d_ff", "norm", "positions",
+    "attention_dropout",
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class CT2Translator(TranslatorBase):
     def open(cls, path: str | Path, runtime: RuntimeOptions = RuntimeOptions()) -> CT2Translator:
         """Open an export dir; `threads` 0 lets CTranslate2 use every core."""
         d, device, threads = Path(path), runtime.device, runtime.threads
+        if device not in ("cpu", "cuda"):
+            raise NMTError(f"an export runs with --device cpu or cuda, not {device!r}")
         manifest = read_manifest(d)
         try:
             import ctranslate2

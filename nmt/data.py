@@ -28,6 +28,7 @@ from nmt.stages import (
     PAIRS_PER_CHUNK,
     ArrowStream,
     Stage,
+    Workers,
     clean_chunk,
     encode_chunk,
     first_occurrences,
@@ -35,7 +36,12 @@ from nmt.stages import (
     read_batches,
     sample_rows,
 )
-from nmt.tokenizer import SPM_SAMPLE_SENTENCES
+from nmt.tokenizer import (
+    SPM_SAMPLE_SENTENCES,
+    Tokenizer,
+    default_character_coverage,
+    train_sentencepiece,
+)
 
 PARALLEL_MIN_PAIRS = 50_000  # worker processes only pay off on big corpora
 CLEAN_SCHEMA = pa.schema([("src", pa.string()), ("tgt", pa.string())])
@@ -114,7 +120,9 @@ class PreprocessOptions:
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
-            raise NMTError(f"--model-type must be unigram or bpe, not {self.model_type!r}")
+            raise NMTError(
+                f"--model-type must be {' or '.join(MODEL_TYPES)}, not {self.model_type!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +327,8 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
     out_dir = Path(out_dir).resolve()
     fp = fingerprint(opts)
     if out_dir.exists() and any(out_dir.iterdir()):
-        old = datadir.meta_if_any(out_dir)
-        if old is not None and not force:
+        old = datadir.meta_if_any(out_dir) if not force else None
+        if old is not None:
             if old.get("fingerprint") == fp:
                 log(f"{out_dir} is up to date (same inputs and options): reusing it")
                 return old
@@ -348,9 +356,6 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
 
 
 def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
-    from nmt.stages import Workers
-    from nmt.tokenizer import Tokenizer, default_character_coverage
-
     cache = work / ".cache"
     stage = Stage("read", None, log)
     inputs = {s: load_split(src, cache, stage.update) for s, src in opts.sources.items()}
@@ -443,8 +448,6 @@ def _clean(inp: SplitInput, opts: PreprocessOptions, cache: Path, workers, log):
 
 def _train_sentencepiece(clean: Path, keep, n_pairs: int, opts, coverage, work, log):
     """Train the vocabulary (joint or one per side) on a random sample of the cleaned pairs."""
-    from nmt.tokenizer import train_sentencepiece
-
     rows = np.flatnonzero(keep) if keep is not None else None
     per_pair = 2 if opts.joint else 1
     k = min(n_pairs, max(1, opts.input_sentence_size // per_pair))

@@ -104,16 +104,24 @@ def write_dataset_info(split_path: Path, rows: int) -> None:
 
 
 def read_meta(data_dir: Path) -> dict:
-    path = Path(data_dir) / META
-    if not path.is_file():
+    meta = meta_if_any(data_dir)
+    if meta is None:
         raise NMTError(f"not a data dir (no {META}): {data_dir}; run `nmt preprocess` first")
-    return json.loads(path.read_text())
+    return meta
 
 
 def meta_if_any(data_dir: Path) -> dict | None:
     """The data dir's meta, or None when it has none (a report on a moved data dir)."""
     path = Path(data_dir) / META
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSON and UTF-8 errors are ValueErrors
+        raise NMTError(f"{path}: unreadable ({str(e)[:80]}); re-run nmt preprocess") from None
+    if not isinstance(meta, dict):
+        raise NMTError(f"{path}: not a data dir's meta; re-run nmt preprocess")
+    return meta
 
 
 def languages(meta: dict) -> dict:

@@ -95,8 +95,8 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     log("[5/6] translating a file and drawing attention")
     src_file, hyp_file, plots = out / "input.en", out / "output.de", out / "attention"
     src_file.write_text("".join(s + "\n" for s in DEMO_SENTENCES), encoding="utf-8")
-    io, attention = TranslateIO([src_file], hyp_file), AttentionOutput(plot_dir=plots)
-    run_translation(best, io, SearchOptions(beam=5), attention=attention, log=log)
+    streams, attention = TranslateIO([src_file], hyp_file), AttentionOutput(plot_dir=plots)
+    run_translation(best, streams, SearchOptions(beam=5), attention=attention, log=log)
     for src, hyp in zip(DEMO_SENTENCES, hyp_file.read_text(encoding="utf-8").splitlines()):
         log(f"      {src}\n   -> {hyp}")
     log("[6/6] writing a report of the run")

@@ -106,6 +106,7 @@ def evaluate(
         hyps, refs = read_text_lines(inputs.hypothesis), read_text_lines(inputs.reference)
     else:
         translator = open_translator(inputs.checkpoint, runtime)
+        translator.seed(decode.seed)
         source, reference = inputs.source, inputs.reference
         if source is None:
             data_dir = inputs.data_dir or translator.cfg.data.dir  # the data dir it was trained on

@@ -126,7 +126,7 @@ def _converter(model, cfg, tokenizer):
     converters, _ = _ctranslate2()
 
     class NMTConverter(converters.Converter):
-        """Converts an `nmt` Transformer (loaded by `nmt.checkpoint.load_model`) to CTranslate2."""
+        """Converts an `nmt` Transformer (built by `nmt.checkpoint.model_of`) to CTranslate2."""
 
         def _load(self):
             return _spec(model, cfg, tokenizer)

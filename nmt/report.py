@@ -71,11 +71,14 @@ def _read_config(run: Run) -> dict | None:
 
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace")) or {}
-        run.backend = str(cfg["model"]["backend"])
-        return cfg
-    except (yaml.YAMLError, KeyError, TypeError):
+    except yaml.YAMLError:
         run.notes.append(f"{runlog.CONFIG} names no model.backend")
         return None
+    try:
+        run.backend = str(cfg["model"]["backend"])
+    except (KeyError, TypeError):
+        run.notes.append(f"{runlog.CONFIG} names no model.backend")
+    return cfg if isinstance(cfg, dict) else None
 
 
 def _read_curves(run: Run) -> None:

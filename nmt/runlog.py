@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nmt import files
 
-LOG, METRICS, TENSORBOARD = "train.log", "metrics.jsonl", "tensorboard"
+LOG, METRICS_FILE, TENSORBOARD = "train.log", "metrics.jsonl", "tensorboard"
 CONFIG, SUMMARY, RESULTS, TEST_HYP = "config.yaml", "summary.json", "results.json", "test.hyp"
 
 _STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -41,10 +41,10 @@ class Logger:
 
     def __init__(self, run_dir: Path, enabled: bool, total: int | None, quiet: bool):
         self.enabled = enabled
-        if enabled and (run_dir / LOG).is_file() and not (run_dir / METRICS).is_file():
+        if enabled and (run_dir / LOG).is_file() and not (run_dir / METRICS_FILE).is_file():
             _backfill_metrics(run_dir)  # a run dir from before metrics.jsonl, resumed
         self.file = open(run_dir / LOG, "a", encoding="utf-8") if enabled else None
-        self.metrics = open(run_dir / METRICS, "a", encoding="utf-8") if enabled else None
+        self.metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8") if enabled else None
         self.tb = None
         self.bar = None
         if enabled:
@@ -139,7 +139,7 @@ def _backfill_metrics(run_dir: Path) -> None:
     events += [{"event": "valid", "train_minutes": r.pop("minutes"), **r} for r in curves.valid]
     events.sort(key=lambda e: (e.get("step", -1), e["event"] == "valid"))
     lines = "".join(json.dumps({**e, "time": 0.0}) + "\n" for e in events)
-    files.write_text(run_dir / METRICS, lines)
+    files.write_text(run_dir / METRICS_FILE, lines)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
@@ -165,17 +165,17 @@ class Curves:
 def read_curves(run_dir: Path) -> Curves:
     """metrics.jsonl, else train.log, else TensorBoard scalars; what is missing becomes a note."""
     run_dir, curves = Path(run_dir), Curves()
-    if (run_dir / METRICS).is_file():
-        _read_metrics(curves, run_dir / METRICS)
+    if (run_dir / METRICS_FILE).is_file():
+        _read_metrics(curves, run_dir / METRICS_FILE)
     elif (run_dir / LOG).is_file():
         parse_train_log(curves, (run_dir / LOG).read_text(encoding="utf-8", errors="replace"))
     elif not _read_tensorboard(curves, run_dir / TENSORBOARD):
-        curves.notes.append(f"no {LOG} or TensorBoard scalars (and no {METRICS})")
+        curves.notes.append(f"no {LOG} or TensorBoard scalars (and no {METRICS_FILE})")
     return curves
 
 
 def has_log(run_dir: Path) -> bool:
-    return any((Path(run_dir) / n).is_file() for n in (METRICS, LOG))
+    return any((Path(run_dir) / n).is_file() for n in (METRICS_FILE, LOG))
 
 
 def _read_metrics(curves: Curves, path: Path) -> None:
@@ -196,7 +196,9 @@ def _read_metrics(curves: Curves, path: Path) -> None:
             continue
         session_start = t if session_start is None else session_start
         last = base + (t - session_start) / 60
-        if e.get("event") == "train":
+        if not isinstance(e.get("step"), int):
+            continue
+        if e.get("event") == "train" and isinstance(e.get("loss"), (int, float)):
             curves.train.append({"step": e["step"], "loss": e["loss"], "tok_s": e.get("tgt_tok_s")})
         elif e.get("event") == "valid":
             row = {k: v for k, v in e.items() if k in ("step", "loss", "ppl", "bleu", "train_loss")}

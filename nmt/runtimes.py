@@ -8,8 +8,8 @@ from nmt.translator import RuntimeOptions, TranslatorBase
 
 
 def open_translator(path: str | Path, runtime: RuntimeOptions = RuntimeOptions()) -> TranslatorBase:
-    """The translator for `path`: an export dir (by its manifest) on CTranslate2, without
-    importing torch; anything else as a torch checkpoint."""
+    """The translator for `path`: a directory is an export dir (its manifest is checked) run on
+    CTranslate2 without importing torch; anything else is a torch checkpoint."""
     if Path(path).is_dir():
         from nmt.ct2 import CT2Translator  # lazy: keeps torch-free start-up free of ctranslate2 too
 

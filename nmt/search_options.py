@@ -8,6 +8,7 @@ both commands from it).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class SearchOptions:
     batch_tokens: int = field(
         default=4000, metadata=_flag("--batch-tokens", "Source tokens per batch.")
     )
+    seed: int = field(default=1, metadata=_flag("--seed", "Random seed for sampling."))
     attention: bool = False  # return attention weights of the chosen hypotheses
 
     def __post_init__(self):
@@ -81,13 +83,16 @@ class SearchOptions:
         return max(self.batch_tokens // max(1, self.beam // 2), 64)
 
     def length_limits(self, src_lens, max_len: int) -> list[int]:
-        """Output tokens allowed per sentence (EOS included): a * len + b in float32, capped by
-        the model's `max_len`."""
-        import numpy as np  # here: `nmt --help` reads the flags without numpy
+        """Output tokens allowed per sentence (EOS included): a * len + b rounded in float32 as a
+        float32 tensor computes it, capped by the model's `max_len` (no numpy: the CTranslate2
+        path starts without it)."""
+        a, b = _f32(self.max_len_a), _f32(self.max_len_b)
+        return [min(max(int(_f32(_f32(a * n) + b)), 1), max_len) for n in src_lens]
 
-        a, b = np.float32(self.max_len_a), np.float32(self.max_len_b)
-        limits = (a * np.asarray(src_lens, dtype=np.float32) + b).astype(np.int64)
-        return np.clip(limits, 1, max_len).tolist()
+
+def _f32(x: float) -> float:
+    """`x` rounded to float32."""
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 @dataclass

@@ -29,6 +29,12 @@ def handling(signals: tuple[int, ...], handler: Callable):
             signal.signal(s, h)
 
 
+def ignore_interrupts() -> None:
+    """For worker processes: Ctrl-C reaches the whole process group, and the main process
+    alone handles it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from nmt.signals import ignore_interrupts
+
 PAIRS_PER_CHUNK = 20_000  # pairs per chunk: small enough for flat memory, big enough to amortise
 BLOCK = 1 << 24  # bytes read at a time when checking a file
 
@@ -66,7 +68,7 @@ class Workers:
         self.pool = None
         if num_proc > 1:
             ctx = multiprocessing.get_context("spawn")
-            self.pool = ctx.Pool(num_proc, initializer=_ignore_sigint)
+            self.pool = ctx.Pool(num_proc, initializer=ignore_interrupts)
             self.window = 2 * num_proc
 
     def map(self, fn: Callable, tasks: Iterable) -> Iterator:
@@ -92,13 +94,6 @@ class Workers:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _ignore_sigint() -> None:
-    """Ctrl-C reaches the whole process group: the main process alone handles it."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------------------------

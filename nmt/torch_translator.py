@@ -29,7 +29,7 @@ class TorchTranslator(TranslatorBase):
         """Rebuild a model from a checkpoint alone."""
         if runtime.threads > 0:
             torch.set_num_threads(runtime.threads)
-        if runtime.device == "cuda" and not torch.cuda.is_available():
+        if runtime.device.startswith("cuda") and not torch.cuda.is_available():
             raise NMTError("--device cuda asked for, but no CUDA device is available")
         device = torch.device(runtime.device)
         use_fast_cuda_kernels(device)

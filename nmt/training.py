@@ -1,7 +1,7 @@
 """`train()`: one loop for every backend over a data dir written by `nmt preprocess`.
 
 Token-bucketed batches, label-smoothed cross-entropy, Adam(W) with warmup schedules, clipping,
-accumulation, mixed precision on GPU, validation (loss, perplexity, greedy sacreBLEU), best/last
+accumulation, mixed precision on GPU, validation (loss, perplexity, sacreBLEU of `train.valid_beam` search), best/last
 checkpoints with atomic writes, resume, Ctrl-C / SIGTERM, a lock on the run dir, and DDP under
 `torchrun`. A run's state lives in one `Trainer`; `train()` is the entry point.
 """
@@ -197,7 +197,7 @@ def validation_data(cfg: Config, device) -> ValidData | None:
         for b in bucket_batches(*lens, cfg.train.max_tokens)
     ]
     refs = files.read_text_lines(datadir.raw_text(cfg.data.dir, "valid")[1])[: len(rows["src_len"])]
-    src = [rows["src_ids"][i][:max_len] for i in keep]
+    src = [rows["src_ids"][i] for i in keep]
     return ValidData(batches, src, [refs[i] for i in keep])
 
 
@@ -256,8 +256,9 @@ def backward_group(
     scaler=None,
 ) -> float:
     """Forward and backward over the batches of one update, each loss divided by the target
-    tokens of the whole group (`n_tokens`): the gradient of one batch holding them all. DDP
-    all-reduces the gradients once, after the last batch. Returns the summed loss."""
+    tokens of the whole group (`n_tokens`): the gradient of one batch holding them all. Under
+    DDP that holds per rank: gradients are all-reduced (averaged over ranks) once, after the
+    last batch. Returns the summed loss."""
     loss_sum = 0.0
     no_sync = getattr(model, "no_sync", None)
     for k, (src, tgt_in, tgt_out) in enumerate(group):

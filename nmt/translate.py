@@ -60,22 +60,21 @@ class AttentionOutput:
 
 def run_translation(
     ckpt: Path,
-    io: TranslateIO,
+    streams: TranslateIO,
     decode: SearchOptions = SearchOptions(),
     runtime: RuntimeOptions = RuntimeOptions(),
     attention: AttentionOutput = AttentionOutput(),
-    seed: int = 1,
     log: Callable[[str], None] = print,
 ) -> int:
-    """Translate `io`'s lines with the checkpoint or export dir `ckpt`; returns the number of
-    lines. A file output is written to a temporary name and renamed at the end, so an error
-    never leaves a half-written file behind."""
-    buffer = io.buffer
-    if buffer is None and not io.inputs and sys.stdin.isatty():
+    """Translate the lines of `streams` with the checkpoint or export dir `ckpt`; returns the
+    number of lines. A file output is written to a temporary name and renamed at the end, so an
+    error never leaves a half-written file behind."""
+    buffer = streams.buffer
+    if buffer is None and not streams.inputs and sys.stdin.isatty():
         buffer = 1  # typed in: answer each line at once
     opts = dataclasses.replace(decode, attention=attention.wanted)
     translator = open_translator(ckpt, runtime)
-    translator.seed(seed)
+    translator.seed(opts.seed)
     if opts.attention and not translator.has_attention:
         raise NMTError(
             f"the {translator.cfg.model.backend} backend has no attention: "
@@ -87,12 +86,16 @@ def run_translation(
     def warn(i: int, n: int) -> None:
         log(f"warning: {translator.warning_for_truncation(i, n)}")
 
-    bar = _progress_bar() if io.progress and buffer is None else None
+    bar = _progress_bar() if streams.progress and buffer is None else None
     n = 0
     try:
-        with _output(io.output) as out:
+        with _output(streams.output) as out:
             stream = translator.translate_stream(
-                read_lines(io.inputs), opts, buffer or STREAM_LINES, warn, attention.views.detailed
+                read_lines(streams.inputs),
+                opts,
+                chunk=buffer or STREAM_LINES,
+                warn=warn,
+                maps=attention.views.detailed,
             )
             for n, nbest in enumerate(stream, 1):
                 out.write(_format(nbest, opts.n_best, attention.alignment) + "\n")

@@ -24,14 +24,15 @@ STREAM_LINES = 5000  # lines read, sorted by length and translated together when
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """Where a translator runs: `device` cpu or cuda, CPU `threads` (0: all cores)."""
+    """Where a translator runs: `device` cpu, cuda or cuda:N (torch), CPU `threads` (0: all)."""
 
     device: str = "cpu"
     threads: int = 0
 
     def __post_init__(self):
-        if self.device not in ("cpu", "cuda"):
-            raise NMTError(f"--device must be cpu or cuda, not {self.device!r}")
+        kind, _, index = self.device.partition(":")
+        if kind not in ("cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+            raise NMTError(f"--device must be cpu, cuda or cuda:N, not {self.device!r}")
         if self.threads < 0:
             raise NMTError("--threads must be >= 0")
 
@@ -89,6 +90,7 @@ class TranslatorBase:
         self,
         sentences: list[str],
         opts: SearchOptions,
+        *,
         warn: Callable[[int, int], None] | None = None,
         maps: bool = False,
     ) -> list[list[Translation]]:
@@ -142,6 +144,7 @@ class TranslatorBase:
         self,
         lines: Iterable[str],
         opts: SearchOptions,
+        *,
         chunk: int = STREAM_LINES,
         warn: Callable[[int, int], None] | None = None,
         maps: bool = False,
@@ -155,7 +158,7 @@ class TranslatorBase:
             def chunk_warn(i, n):
                 warn(offset + i, n)
 
-            return self.translate_detailed(buf, opts, chunk_warn, maps)
+            return self.translate_detailed(buf, opts, warn=chunk_warn, maps=maps)
 
         for line in lines:
             buf.append(line.rstrip("\r\n"))

@@ -27,6 +27,9 @@ OWNERS = {
     "summary.json": "runlog.py",
     "config.yaml": "runlog.py",
     "results.json": "runlog.py",
+    "test.hyp": "runlog.py",
+    "dataset_info.json": "datadir.py",
+    "data-00000-of-00001.arrow": "datadir.py",
     "</s>": "tokenizer.py",
     "<s>": "tokenizer.py",
 }

@@ -11,7 +11,7 @@ import pytest
 
 from nmt import checkpoint
 from nmt.report import read_run, write_report
-from tests.conftest import nmt
+from tests.conftest import nmt, one_line_error
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 
@@ -68,3 +68,20 @@ def test_report_reads_old_run_dirs(legacy, tmp_path):
     assert (tmp_path / "report" / "curves.png").is_file()
     text = page.read_text()
     assert "| run | transformer |" in text and "| rnn_attention | rnn_attention |" in text
+
+
+def test_translate_with_an_old_export_dir(legacy):
+    """An export dir written before the manifest's config was read as a typed `Config`."""
+    lines = "red cat moon\nblue dog\n\nstar\n"
+    want = nmt("translate", "-c", legacy / "run" / "best.pt", "--beam", "1", input=lines).stdout
+    got = nmt("translate", "-c", legacy / "ct2", "--beam", "1", input=lines).stdout
+    assert got == want and len(got.splitlines()) == 4
+
+
+def test_evaluate_seeds_sampling_and_checks_the_device(legacy, tmp_path):
+    ckpt, data = legacy / "run" / "best.pt", legacy / "data"
+    for name in ("a", "b"):
+        nmt("evaluate", "-c", ckpt, "-d", data, "--sample", "--seed", "3", "-o", tmp_path / name)
+    assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text()
+    bad = nmt("translate", "-c", ckpt, "--device", "mps", input="red cat\n", check=False)
+    one_line_error(bad, "--device must be cpu, cuda or cuda:N")

@@ -9,7 +9,7 @@ from nmt.models.rnn import RNNSeq2Seq
 from nmt.models.rnn_attention import AttentionRNNSeq2Seq
 from nmt.models.transformer import Transformer
 
-_MODELS = {cls.config: cls for cls in (RNNSeq2Seq, AttentionRNNSeq2Seq, Transformer)}
+_MODELS = {cls.config_class: cls for cls in (RNNSeq2Seq, AttentionRNNSeq2Seq, Transformer)}
 BACKENDS: dict[str, type[Seq2Seq]] = {name: _MODELS[cfg] for name, cfg in CONFIGS.items()}
 
 

@@ -106,7 +106,7 @@ class Seq2Seq(nn.Module):
     """Base class: holds the shared embedding/output wiring; backends implement the contract."""
 
     has_attention = True  # `decode` returns attention over the source (alignments, heatmaps)
-    config: type  # the backend's `ModelConfig` subclass
+    config_class: type  # the backend's `ModelConfig` subclass
 
     def __init__(
         self, src_vocab: int, tgt_vocab: int, d_model: int, tie: bool, joint: bool, scale: bool

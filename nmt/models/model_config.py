@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nmt.checks import positive, probability
+from nmt.errors import NMTError
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class ModelConfig:
     tie_embeddings: bool = True  # output = target embedding (and source too if joint vocab)
 
     def __post_init__(self):
+        own = type(self).__dataclass_fields__["backend"].default
+        if self.backend != own:
+            raise NMTError(f"model.backend={self.backend!r} does not match {type(self).__name__}")
         for name in ("d_model", "encoder_layers", "decoder_layers", "max_len"):
             positive(f"model.{name}", getattr(self, name))
         probability("model.dropout", self.dropout)

@@ -42,7 +42,7 @@ def cache_to_state(cache: Cache, cell: str):
 class RNNSeq2Seq(Seq2Seq):
     """Encoder RNN -> context vector c -> decoder RNN over [y_{t-1}; c] -> output from [s_t; c; y_{t-1}]."""
 
-    config = RNNConfig
+    config_class = RNNConfig
     has_attention = False
 
     def __init__(self, cfg: RNNConfig, src_vocab: int, tgt_vocab: int, joint: bool):

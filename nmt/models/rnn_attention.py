@@ -19,7 +19,7 @@ from nmt.models.rnn_scores import attend, make_attention
 class AttentionRNNSeq2Seq(Seq2Seq):
     """BiRNN encoder -> memory (B, S, d); decoder RNN over [y_{t-1}; attentional vector_{t-1}]."""
 
-    config = AttentionRNNConfig
+    config_class = AttentionRNNConfig
 
     def __init__(self, cfg: AttentionRNNConfig, src_vocab: int, tgt_vocab: int, joint: bool):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=False)

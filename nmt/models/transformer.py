@@ -199,7 +199,7 @@ class DecoderLayer(nn.Module):
 class Transformer(Seq2Seq):
     """Encoder-decoder Transformer with tied embeddings and sinusoidal (or learned) positions."""
 
-    config = TransformerConfig
+    config_class = TransformerConfig
 
     def __init__(self, cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, joint: bool):
         super().__init__(src_vocab, tgt_vocab, cfg.d_model, cfg.tie_embeddings, joint, scale=True)
