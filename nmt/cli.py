@@ -45,12 +45,17 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_DECODE_HINTS = typing.get_type_hints(SearchOptions)
+
+
 def _decode_flags(command):
     """Give `command` one flag per decoding option (`SearchOptions` fields with a flag in their
     metadata: name, help and default come from there); the command receives them as one
     `decode: SearchOptions`. `translate` and `evaluate` share them this way."""
-    hints = typing.get_type_hints(SearchOptions)
-    fields = [f for f in dataclasses.fields(SearchOptions) if "flag" in f.metadata]
+    hints, fields = (
+        _DECODE_HINTS,
+        [f for f in dataclasses.fields(SearchOptions) if "flag" in f.metadata],
+    )
     flags = []
     for f in fields:
         name, short = f.metadata["flag"], f.metadata["short"]

@@ -17,7 +17,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from nmt import datadir
 from nmt.config import Config, from_dict
 from nmt.errors import NMTError
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
@@ -30,6 +29,8 @@ MANIFEST_FORMAT, MANIFEST_VERSION = "nmt-ctranslate2", 1
 
 def write_manifest(export_dir: Path, tokenizer: Tokenizer, fields: dict) -> dict:
     """Write the SentencePiece model(s) and the manifest listing every file of the dir."""
+    from nmt import datadir  # only when exporting: translating starts without it
+
     d = Path(export_dir)
     protos = datadir.spm_protos(tokenizer)
     for name, proto in protos.items():

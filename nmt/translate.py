@@ -19,7 +19,7 @@ from nmt.search_options import SearchOptions
 from nmt.translator import STREAM_LINES, RuntimeOptions, Translation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: never compared, and cheaper to build at start-up
 class TranslateIO:
     """Where lines come from and go: `inputs` (none: stdin), `output` (None: stdout).
 
@@ -39,7 +39,7 @@ class TranslateIO:
             raise NMTError("--buffer must be >= 1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AttentionOutput:
     """What of the attention to write: Pharaoh alignments beside each line, heatmaps in a dir."""
 

@@ -22,7 +22,7 @@ from nmt.tokenizer import EOS, Tokenizer
 STREAM_LINES = 5000  # lines read, sorted by length and translated together when streaming
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: never compared, and cheaper to build at start-up
 class RuntimeOptions:
     """Where a translator runs: `device` cpu, cuda or cuda:N (torch), CPU `threads` (0: all)."""
 

@@ -8,7 +8,7 @@ from nmt.checks import positive, probability
 from nmt.errors import NMTError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False, eq=False)  # only its subclasses are built
 class ModelConfig:
     backend: str  # the subclass's name in `nmt.models.CONFIGS`
     d_model: int = 256  # embedding and hidden size
