@@ -58,6 +58,7 @@ def read_manifest(export_dir: Path) -> dict:
     try:
         manifest = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
         files, spm = list(manifest["files"]), dict(manifest["spm"])
+        dict(manifest["config"])  # what `CT2Translator.open` builds the config from
     except (ValueError, KeyError, TypeError):
         raise NMTError(f"{d / MANIFEST}: corrupt manifest; re-run nmt export") from None
     missing = [f for f in files if not (d / f).is_file()]

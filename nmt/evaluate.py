@@ -99,7 +99,7 @@ def evaluate(
     runtime: RuntimeOptions = RuntimeOptions(),
     outputs: EvalOutputs = EvalOutputs(),
 ) -> dict:
-    """Translate a split (or source file) with a checkpoint, or take a hypothesis file, and score it."""
+    """Translate a split (or source file) with a checkpoint, or take a hypothesis file; score it."""
     result: dict = {}
     tgt_lang = inputs.tgt_lang
     if inputs.hypothesis is not None:

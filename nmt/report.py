@@ -2,8 +2,8 @@
 
 Everything is read from what a run leaves on disk (`nmt.runlog`: metrics.jsonl, or train.log or
 TensorBoard scalars for older runs, config.yaml, summary.json, and results.json with the test
-hypotheses once `evaluate` has run), so no model is loaded. A run that is missing pieces (still training, crashed, never
-evaluated) is shown with what it has and a note saying what is missing.
+hypotheses once `evaluate` has run), so no model is loaded. A run that is missing pieces (still
+training, crashed, never evaluated) is shown with what it has and a note saying what is missing.
 """
 
 from __future__ import annotations

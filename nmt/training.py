@@ -1,9 +1,9 @@
 """`train()`: one loop for every backend over a data dir written by `nmt preprocess`.
 
 Token-bucketed batches, label-smoothed cross-entropy, Adam(W) with warmup schedules, clipping,
-accumulation, mixed precision on GPU, validation (loss, perplexity, sacreBLEU of `train.valid_beam` search), best/last
-checkpoints with atomic writes, resume, Ctrl-C / SIGTERM, a lock on the run dir, and DDP under
-`torchrun`. A run's state lives in one `Trainer`; `train()` is the entry point.
+accumulation, mixed precision on GPU, validation (loss, perplexity, sacreBLEU of a
+`train.valid_beam` search), best/last checkpoints with atomic writes, resume, Ctrl-C / SIGTERM, a
+lock on the run dir, and DDP under `torchrun`. A run's state lives in one `Trainer`; `train()` is the entry point.
 """
 
 from __future__ import annotations
