@@ -40,10 +40,20 @@ def train_sentencepiece(
     """Train a SentencePiece model on an iterator of sentences and write it to `model_path`."""
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
+    raised: list[BaseException] = []  # what the iterator raised: SentencePiece re-raises any
+    # exception of its Python iterator as a RuntimeError, which would turn a Ctrl-C into an error
+
+    def watched():
+        try:
+            yield from sentences
+        except BaseException as e:
+            raised.append(e)
+            raise
+
     with open(model_path, "wb") as model_writer:
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences),
+                sentence_iterator=watched(),
                 model_writer=model_writer,
                 vocab_size=vocab_size,
                 model_type=model_type,
@@ -57,6 +67,8 @@ def train_sentencepiece(
             )
         except RuntimeError as e:
             model_path.unlink(missing_ok=True)
+            if raised:
+                raise raised[0] from None
             raise NMTError(_explain_trainer_error(str(e), vocab_size, what)) from None
     return model_path
 

@@ -803,3 +803,21 @@ def test_num_proc_gives_the_same_data_dir(tmp_path, monkeypatch):
     assert one["counts"] == two["counts"]
     assert one["counts"]["train"]["dropped"]["duplicate"] == 3000
     assert decoded_pairs(tmp_path / "one", "train") == decoded_pairs(tmp_path / "two", "train")
+
+
+def test_ctrl_c_while_sentencepiece_reads_its_sample_is_an_interrupt(tmp_path):
+    """SentencePiece re-raises what its sentence iterator raises as a RuntimeError: a Ctrl-C
+    (or SIGTERM, which preprocess turns into one) in that window must stay an interrupt (exit
+    130, work dir removed), not become "SentencePiece training failed" (exit 1)."""
+    from nmt.tokenizer import train_sentencepiece
+
+    def sentences():
+        for i in range(5000):
+            if i == 1000:
+                raise KeyboardInterrupt
+            yield f"the small dog {i % 7} sees the big cat {i % 11}"
+
+    model = tmp_path / "spm.model"
+    with pytest.raises(KeyboardInterrupt):
+        train_sentencepiece(sentences(), model, 32)
+    assert not model.exists()
