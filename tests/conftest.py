@@ -12,6 +12,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One intra-op thread, here and in the commands tests start: tiny models gain nothing from two,
+# and on a machine where another job holds a core, two threads spin against each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 WORDS = "red blue green cat dog bird tree house river stone fish moon sun star cloud rain".split()
 
@@ -86,7 +89,7 @@ def device(request):
 
 # --- the real CLI, and a Transformer trained through it (shared by the CLI and export tests) ---
 
-ENV = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+ENV = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def nmt(*args, input=None, check=True):
