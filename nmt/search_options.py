@@ -67,6 +67,11 @@ class SearchOptions:
             raise NMTError("beam and n-best must be >= 1")
         if self.n_best > self.beam and not self.sample:
             raise NMTError(f"n-best ({self.n_best}) cannot exceed the beam size ({self.beam})")
+        if self.sample and self.n_best != 1:
+            raise NMTError(
+                f"sampling draws one hypothesis per sentence: --n-best {self.n_best} does not "
+                "apply (leave --n-best out with --sample)"
+            )
         if self.sample and self.beam != 1:
             raise NMTError(
                 f"sampling draws one hypothesis per sentence: --beam {self.beam} does not apply "

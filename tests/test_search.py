@@ -122,6 +122,8 @@ def test_bad_options_are_refused():
         SearchOptions(beam=2, n_best=3)
     with pytest.raises(NMTError):
         SearchOptions(beam=4, sample=True)
+    with pytest.raises(NMTError, match="--n-best 3 does not apply"):
+        SearchOptions(sample=True, n_best=3)  # was accepted, and one hypothesis came back
 
 
 # --- invariants on every real backend (random weights are fine: the search must be exact) ---
