@@ -52,18 +52,15 @@ def _decode_flags(command):
     """Give `command` one flag per decoding option (`SearchOptions` fields with a flag in their
     metadata: name, help and default come from there); the command receives them as one
     `decode: SearchOptions`. `translate` and `evaluate` share them this way."""
-    hints, fields = (
-        _DECODE_HINTS,
-        [f for f in dataclasses.fields(SearchOptions) if "flag" in f.metadata],
-    )
+    fields = [f for f in dataclasses.fields(SearchOptions) if "flag" in f.metadata]
     flags = []
     for f in fields:
-        name, short = f.metadata["flag"], f.metadata["short"]
-        decl = f"{name}/--no-{name[2:]}" if hints[f.name] is bool else name
+        name, short, hint = f.metadata["flag"], f.metadata["short"], _DECODE_HINTS[f.name]
+        decl = f"{name}/--no-{name[2:]}" if hint is bool else name
         option = typer.Option(f.default, decl, *([short] if short else []), help=f.metadata["help"])
         flags.append(
             inspect.Parameter(
-                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint
             )
         )
 

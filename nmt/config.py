@@ -96,9 +96,9 @@ class Config:
 def model_from_dict(data: Any) -> ModelConfig:
     """The `model` section as its backend's config class.
 
-    A section that lists every field of every backend is a config written before the backends
-    had configs of their own (a checkpoint's or a run dir's): the other backends' fields in it
-    are dropped."""
+    A section with exactly the keys of the old flat model section (`_V1_MODEL_FIELDS`) was
+    written before the backends had configs of their own (a checkpoint's, a run dir's or an
+    export's): the other backends' fields in it are dropped."""
     if not isinstance(data, dict):
         raise NMTError(f"model must be a mapping, got {type(data).__name__}")
     backend = data.get("backend", DEFAULT_BACKEND)

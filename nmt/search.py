@@ -15,7 +15,7 @@ from torch import Tensor
 from nmt.batching import bucket_batches, pad
 from nmt.models.base import select_batch, src_mask_of
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.tokenizer import BOS_ID, EOS_ID
 
 NEG_INF = float("-inf")
 
@@ -26,9 +26,9 @@ def generate(
 ) -> list[list[Hypothesis]]:
     """Translate a padded batch of source ids (B, S); n-best hypotheses per sentence.
     `src_lens`, the sources' lengths, saves reading them back from the device."""
-    if src_lens is None:
-        src_lens = (src != PAD_ID).sum(1).tolist()
     src_mask = src_mask_of(src)
+    if src_lens is None:
+        src_lens = src_mask.sum(1).tolist()
     limits = torch.tensor(opts.length_limits(src_lens, max_len), device=src.device)
     encoded = model.encode(src, src_mask)
     if opts.beam == 1:
