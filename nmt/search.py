@@ -186,7 +186,7 @@ def _beam(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypo
             new_attn = attn[:, None]  # (A*K, 1, S)
             beams.attn = new_attn if beams.attn is None else torch.cat([beams.attn, new_attn], 1)
         beams, order = _beam_step(beams, logp, step, K, opts, finished)
-        done = _sentences_done(beams, finished, step, K, opts)
+        done = _sentences_done(beams, finished, step, opts)
         if done.any():
             keep = (~done).nonzero().flatten()
             rows = (keep[:, None] * K + torch.arange(K, device=device)).flatten()
@@ -228,19 +228,20 @@ def _beam_step(beams: _Beams, logp: Tensor, step: int, K: int, opts, finished):
     return beams, order
 
 
-def _sentences_done(beams: _Beams, finished, step: int, K: int, opts) -> Tensor:
-    """A sentence is done at its length limit, with K finished hypotheses, or when no alive beam
-    can still beat its n-th best finished one (alive scores only fall; the length penalty is
-    bounded by that of the longest allowed output)."""
+def _sentences_done(beams: _Beams, finished, step: int, opts) -> Tensor:
+    """A sentence is done at its length limit, when no beam is alive, or when no alive beam can
+    still beat its n-th best finished hypothesis: alive scores only fall, so an alive beam's
+    final score is at most its score now over the most favourable length penalty among the
+    lengths still allowed (at the limit for alpha >= 0). Having K finished hypotheses is not
+    enough: a longer alive beam can still win."""
     best_alive = beams.scores[:, 0]
-    bound = best_alive / length_penalty(beams.limits.float(), opts.alpha)
-    done = (step >= beams.limits) | (best_alive == NEG_INF)
-    for a, sent in enumerate(beams.sent.tolist()):
+    bound = torch.maximum(
+        best_alive / length_penalty(beams.limits.float(), opts.alpha),
+        best_alive / length_penalty(step + 1, opts.alpha),
+    )
+    done = ((step >= beams.limits) | (best_alive == NEG_INF)).tolist()
+    for a, (sent, limit) in enumerate(zip(beams.sent.tolist(), bound.tolist())):
         f = finished[sent]
-        if len(f) >= K:
-            done[a] = True
-        elif len(f) >= opts.n_best:
-            nth = sorted((h.score for h in f), reverse=True)[opts.n_best - 1]
-            if nth >= bound[a].item():
-                done[a] = True
-    return done
+        if not done[a] and len(f) >= opts.n_best:
+            done[a] = sorted((h.score for h in f), reverse=True)[opts.n_best - 1] >= limit
+    return torch.tensor(done, device=bound.device)

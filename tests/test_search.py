@@ -10,11 +10,12 @@ import torch
 from nmt.models.backends import BACKENDS, build_model
 from nmt.models.base import src_mask_of
 from nmt.search import SearchOptions, _beam, generate
+from nmt.search_options import length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 from tests.conftest import model_config
 
 A, B = 4, 5  # the two word ids of the scripted vocabulary
-V = 6
+V = 7
 
 # P(next | last token): the decoder only looks at the token it is fed.
 SCRIPT = {
@@ -27,10 +28,10 @@ SCRIPT = {
 class ScriptedDecoder(torch.nn.Module):
     """Keeps the model contract; its per-step probabilities are the table above."""
 
-    def __init__(self):
+    def __init__(self, script: dict = SCRIPT):
         super().__init__()
         table = torch.full((V, V), 1e-9)
-        for last, row in SCRIPT.items():
+        for last, row in script.items():
             for tok, p in row.items():
                 table[last, tok] = p
         self.register_buffer("log_table", table.log())
@@ -68,6 +69,22 @@ def test_beam_finds_the_better_hypothesis_greedy_misses():
         assert [x.tokens for x in h] == [[B], [A]]
         assert h[0].score == pytest.approx(math.log(0.4 * 0.9), abs=1e-5)
         assert h[1].score == pytest.approx(math.log(0.6 * 0.4), abs=1e-5)
+
+
+def test_beam_search_runs_on_until_no_alive_beam_can_win():
+    """Two hypotheses finish by step 2 (0.25 and 0.225), but the alive C E (0.45) goes on to
+    end at 0.45: a beam of 2 must not stop merely because 2 hypotheses have finished."""
+    C, D, E = 4, 5, 6
+    script = {
+        BOS_ID: {C: 0.5, EOS_ID: 0.25, D: 0.25},
+        C: {E: 0.9, EOS_ID: 0.1},
+        D: {EOS_ID: 0.9, D: 0.1},
+        E: {EOS_ID: 1.0},
+    }
+    for alpha in (0.0, 0.6):
+        (h,) = generate(ScriptedDecoder(script), src_batch(1), SearchOptions(2, alpha), 10)[0]
+        assert h.tokens == [C, E]
+        assert h.score == pytest.approx(math.log(0.45) / length_penalty(3, alpha), abs=1e-5)
 
 
 def test_length_penalty_normalises_scores():
