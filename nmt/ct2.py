@@ -81,6 +81,7 @@ class CT2Translator(TranslatorBase):
     def __init__(self, model, tokenizer: Tokenizer, cfg: Config, manifest: dict):
         self.model, self.tokenizer, self.cfg, self.manifest = model, tokenizer, cfg, manifest
         self.max_len = cfg.model.max_len
+        self.tgt_lang = manifest.get("tgt_lang")
 
     @classmethod
     def open(cls, path: str | Path, runtime: RuntimeOptions = RuntimeOptions()) -> CT2Translator:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from nmt import datadir
 from nmt.errors import NMTError
-from nmt.files import open_bytes, remove_stale_temps, reporting_full_disk, temp_name
+from nmt.files import one_line, open_bytes, remove_stale_temps, reporting_full_disk, temp_name
 from nmt.signals import sigterm_as_interrupt
 from nmt.stages import (
     BLOCK,
@@ -167,6 +167,21 @@ def check_text_file(path: Path, on_lines=None) -> int:
     return n
 
 
+def check_tsv_fields(path: Path) -> None:
+    """Every row of a TSV has as many tab-separated fields as its header: a row with one more
+    would shift every column by one (the parser takes the first as an index), with one fewer it
+    would fail deep in parsing. Fields are never quoted, so a tab always separates."""
+    with open_bytes(path) as f:
+        width = f.readline().count(b"\t") + 1
+        for i, row in enumerate(f, start=2):
+            fields = row.count(b"\t") + 1
+            if fields != width:
+                raise NMTError(
+                    f"{path}:{i}: {fields} tab-separated field{'s' * (fields > 1)} where the "
+                    f"header has {width} (fields cannot contain tabs; blank rows are not allowed)"
+                )
+
+
 def _check_utf8(path: Path, body: bytes, lines_before: int) -> None:
     try:
         body.decode("utf-8")
@@ -237,6 +252,7 @@ def _load_dataset(source: Source, cache_dir: Path):
         check_text_file(Path(path))
         name = path[:-3] if path.endswith(".gz") else path
         if name.endswith((".tsv", ".txt")):
+            check_tsv_fields(Path(path))
             builder, kwargs = (
                 "csv",
                 {
@@ -516,8 +532,8 @@ def _raw_text(inp: SplitInput, split_dir: Path, stage: Stage) -> Iterator[pa.Rec
         for src, tgt in inp.chunks():
             src = [_line(x) for x in src]
             tgt = [_line(x) for x in tgt]
-            fs.writelines(" ".join(x.splitlines()) + "\n" for x in src)
-            ft.writelines(" ".join(x.splitlines()) + "\n" for x in tgt)
+            fs.writelines(one_line(x) + "\n" for x in src)
+            ft.writelines(one_line(x) + "\n" for x in tgt)
             stage.update(len(src))
             yield pa.record_batch(
                 [pa.array(src, pa.string()), pa.array(tgt, pa.string())], ["src", "tgt"]

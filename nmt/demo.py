@@ -55,6 +55,7 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     from nmt.data import PreprocessOptions, Source, preprocess
     from nmt.demo_corpus import write_corpus
     from nmt.evaluate import EvalInputs, EvalOutputs, evaluate, format_table
+    from nmt.files import read_text_lines
     from nmt.report import write_report
     from nmt.search_options import SearchOptions
     from nmt.training import train
@@ -97,7 +98,7 @@ def run_demo(out: Path, minutes: float = 3.0, log: Callable[[str], None] = print
     src_file.write_text("".join(s + "\n" for s in DEMO_SENTENCES), encoding="utf-8")
     streams, attention = TranslateIO([src_file], hyp_file), AttentionOutput(plot_dir=plots)
     run_translation(best, streams, SearchOptions(beam=5), attention=attention, log=log)
-    for src, hyp in zip(DEMO_SENTENCES, hyp_file.read_text(encoding="utf-8").splitlines()):
+    for src, hyp in zip(DEMO_SENTENCES, read_text_lines(hyp_file)):
         log(f"      {src}\n   -> {hyp}")
     log("[6/6] writing a report of the run")
     report = write_report([run_dir], out / "report")

@@ -3,59 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nmt import datadir
 from nmt.errors import NMTError
-from nmt.files import read_text_lines, write_text
+from nmt.files import one_line, read_text_lines, write_text
 from nmt.runtimes import open_translator
+from nmt.scores import score
 from nmt.search_options import SearchOptions
 from nmt.translator import RuntimeOptions
-
-TOKENIZERS = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}
-
-
-def bleu_tokenizer(tgt_lang: str | None) -> str:
-    """sacreBLEU's tokenizer for the target language (13a unless it needs word segmentation).
-
-    ja/ko need MeCab, an optional extra of sacrebleu; without it BLEU falls back to characters,
-    which the signature shows (tok:char) and a line on stderr explains."""
-    name = TOKENIZERS.get((tgt_lang or "").split("_")[0].lower(), "13a")
-    if name.endswith("mecab"):
-        from sacrebleu.metrics import BLEU
-
-        try:
-            BLEU(tokenize=name)  # sacrebleu looks for MeCab only when the tokenizer is built
-        except (ImportError, RuntimeError):
-            print(
-                f"nmt: BLEU for {tgt_lang} uses character tokenization (tok:char), not {name}: "
-                f"MeCab is not installed (pip install 'sacrebleu[{name[:2]}]')",
-                file=sys.stderr,
-            )
-            return "char"
-    return name
-
-
-def score(hyps: list[str], refs: list[str], tgt_lang: str | None = None) -> dict:
-    """BLEU, chrF and TER of `hyps` against one reference each."""
-    from sacrebleu.metrics import BLEU, CHRF, TER
-
-    if len(hyps) != len(refs):
-        raise NMTError(f"{len(hyps)} hypotheses but {len(refs)} references")
-    tok = bleu_tokenizer(tgt_lang)
-    out = {"sentences": len(hyps)}
-    for name, metric in (
-        ("bleu", BLEU(tokenize=tok)),
-        ("chrf", CHRF()),
-        ("ter", TER(asian_support=tok != "13a")),
-    ):
-        s = metric.corpus_score(hyps, [refs])
-        out[name] = round(s.score, 2)
-        out[f"{name}_signature"] = str(metric.get_signature())
-    return out
 
 
 @dataclass(frozen=True)
@@ -118,6 +76,8 @@ def evaluate(
                 )
             result.update(split=inputs.split, data_dir=str(Path(data_dir).resolve()))
             tgt_lang = tgt_lang or datadir.read_meta(data_dir)["tgt_lang"]
+        tgt_lang = tgt_lang or translator.tgt_lang  # what the model was trained to write
+        result["tgt_lang"] = tgt_lang
         srcs, refs = read_text_lines(source), read_text_lines(reference)
         result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
@@ -127,7 +87,7 @@ def evaluate(
         if output is None and outputs.json_out is not None:  # keep them for `nmt report`
             output = Path(outputs.json_out).with_suffix(".hyp")
         if output is not None:
-            write_text(Path(output), "".join(h + "\n" for h in hyps))
+            write_text(Path(output), "".join(one_line(h) + "\n" for h in hyps))
             result["hypotheses"] = str(Path(output).resolve())
     result.update(score(hyps, refs, tgt_lang))
     if outputs.json_out is not None:

@@ -186,6 +186,24 @@ def _decoded(name: str, f) -> Iterator[str]:
         raise NMTError(f"cannot read {name} after line {n}: {e}") from None
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def one_line(text: str) -> str:
+    """`text` made safe to write as one line of a line-per-record file: line breaks inside it
+    become spaces (a reader splits at newlines only; Unicode line separators stay text)."""
+    return _LINE_BREAK.sub(" ", text) if "\n" in text or "\r" in text else text
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a file's text, split at newlines only (\\n, \\r\\n), as `read_lines` reads
+    them: `str.splitlines` would also split at form feeds and Unicode separators inside a line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
 def read_text_lines(path: Path) -> list[str]:
     """All lines of one UTF-8 file, without line endings (\\n or \\r\\n)."""
     return [line.rstrip("\r\n") for line in read_lines([path], stdin_if_none=False)]

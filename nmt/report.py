@@ -14,9 +14,9 @@ from pathlib import Path
 
 from nmt import datadir, runlog
 from nmt.errors import NMTError
-from nmt.evaluate import bleu_tokenizer
-from nmt.files import write_text
+from nmt.files import split_lines, write_text
 from nmt.plots import pyplot, save_png
+from nmt.scores import bleu_tokenizer
 
 LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))  # source subwords, inclusive
 
@@ -90,7 +90,7 @@ def _read_curves(run: Run) -> None:
 
 
 def _lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return split_lines(path.read_text(encoding="utf-8", errors="replace"))
 
 
 def _test_files(run: Run) -> tuple[Path, Path, Path, Path] | None:
@@ -127,7 +127,7 @@ def bucket_bleu(hyps: list[str], refs: list[str], lengths: list[int], tgt_lang: 
     """sacreBLEU per source-length bucket: [{bucket, sentences, bleu}] in LENGTH_BUCKETS order."""
     from sacrebleu.metrics import BLEU
 
-    metric = BLEU(tokenize=bleu_tokenizer(tgt_lang))
+    metric = BLEU(tokenize=bleu_tokenizer(tgt_lang, refs))
     out = []
     for lo, hi in LENGTH_BUCKETS:
         idx = [i for i, n in enumerate(lengths) if n >= lo and (hi is None or n <= hi)]

@@ -124,7 +124,9 @@ def _text(x) -> str:
 
 
 def _pair_hash(s: str, t: str) -> int:
-    digest = hashlib.blake2b(f"{s}\t{t}".encode(), digest_size=8).digest()
+    """A pair's key for de-duplication; the source's length in front keeps ("a\\tb", "c") and
+    ("a", "b\\tc") apart (a separator alone could occur inside the text)."""
+    digest = hashlib.blake2b(f"{len(s)}:{s}\t{t}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
 

@@ -5,18 +5,17 @@ Special token ids are defined here once; every other module reads them from here
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
 
+from nmt import languages
 from nmt.errors import NMTError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
 BOS, EOS = "<s>", "</s>"  # their pieces: SentencePiece's defaults, which training keeps
-CJK_LANGS = {"zh", "ja", "ko"}
 # Sentences SentencePiece trains on (a random sample of bigger corpora): its time and memory
 # grow with the sample, and on big corpora it is the slowest and largest preprocessing stage.
 SPM_SAMPLE_SENTENCES = 1_000_000
@@ -24,7 +23,7 @@ SPM_SAMPLE_SENTENCES = 1_000_000
 
 def default_character_coverage(*langs: str) -> float:
     """0.9995 for CJK (large alphabets, rare characters map to <unk>), 1.0 otherwise."""
-    return 0.9995 if any(re.split(r"[-_]", lang)[0].lower() in CJK_LANGS for lang in langs) else 1.0
+    return 0.9995 if any(languages.is_cjk(lang) for lang in langs) else 1.0
 
 
 def train_sentencepiece(

@@ -19,8 +19,11 @@ from nmt.translator import RuntimeOptions, TranslatorBase
 class TorchTranslator(TranslatorBase):
     """A trained torch model with its tokenizer, ready to translate lists of strings."""
 
-    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, device: torch.device):
+    def __init__(
+        self, model, tokenizer: Tokenizer, cfg: Config, device: torch.device, tgt_lang=None
+    ):
         self.model, self.tokenizer, self.cfg, self.device = model.eval(), tokenizer, cfg, device
+        self.tgt_lang = tgt_lang
         self.max_len = cfg.model.max_len
         self.has_attention = model.has_attention
 
@@ -33,8 +36,9 @@ class TorchTranslator(TranslatorBase):
             raise NMTError("--device cuda asked for, but no CUDA device is available")
         device = torch.device(runtime.device)
         use_fast_cuda_kernels(device)
-        model, tokenizer, cfg = checkpoint.load_model(Path(path), device)
-        return cls(model, tokenizer, cfg, device)
+        state = checkpoint.read(Path(path))
+        model = checkpoint.model_of(state, Path(path)).to(device)
+        return cls(model, state.tokenizer, state.config, device, state.data.get("tgt_lang"))
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)

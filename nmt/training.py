@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmt import checkpoint, datadir, files, runlog
+from nmt import checkpoint, datadir, files, runlog, scores
 from nmt.batching import Prefetcher, TrainBatches, bucket_batches, collate
 from nmt.config import Config, dump_config
 from nmt.errors import Interrupted, NMTError
@@ -176,6 +176,7 @@ class ValidData:
     batches: list[Batch]  # teacher-forced loss
     src: list[list[int]]  # source ids for BLEU
     refs: list[str]  # raw references, aligned with `src`
+    tgt_lang: str | None  # the data's target language: picks the BLEU tokenizer
 
 
 def validation_data(cfg: Config, device) -> ValidData | None:
@@ -198,14 +199,14 @@ def validation_data(cfg: Config, device) -> ValidData | None:
     ]
     refs = files.read_text_lines(datadir.raw_text(cfg.data.dir, "valid")[1])[: len(rows["src_len"])]
     src = [rows["src_ids"][i] for i in keep]
-    return ValidData(batches, src, [refs[i] for i in keep])
+    tgt_lang = datadir.read_meta(cfg.data.dir).get("tgt_lang")
+    return ValidData(batches, src, [refs[i] for i in keep], tgt_lang)
 
 
 @torch.no_grad()
 def validation_scores(model, cfg: Config, valid: ValidData, tokenizer, device) -> dict:
-    """Validation loss/perplexity (no smoothing) and sacreBLEU of `train.valid_beam` search."""
-    import sacrebleu
-
+    """Validation loss/perplexity (no smoothing) and sacreBLEU of `train.valid_beam` search,
+    tokenized for the data's target language."""
     model.eval()
     total, n_tok = 0.0, 0
     for src, tgt_in, tgt_out in valid.batches:
@@ -218,7 +219,7 @@ def validation_scores(model, cfg: Config, valid: ValidData, tokenizer, device) -
         opts = SearchOptions(beam=cfg.train.valid_beam)
         hyps = decode_corpus(model, valid.src[:n], opts, cfg.model.max_len, device)
         texts = [tokenizer.decode_tgt(h[0].tokens) for h in hyps]
-        result["bleu"] = sacrebleu.corpus_bleu(texts, [valid.refs[:n]]).score
+        result["bleu"] = scores.bleu(texts, valid.refs[:n], valid.tgt_lang)
     model.train()
     return result
 

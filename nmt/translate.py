@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nmt.attention_views import Views, plot_attention, plot_views
 from nmt.errors import NMTError
-from nmt.files import atomic_write, disk_error, read_lines, remove_stale_temps
+from nmt.files import atomic_write, disk_error, one_line, read_lines, remove_stale_temps
 from nmt.runtimes import open_translator
 from nmt.search_options import SearchOptions
 from nmt.translator import STREAM_LINES, RuntimeOptions, Translation
@@ -150,10 +150,16 @@ def _output(path: Path | None):
 
 
 def _format(nbest: list[Translation], n_best: int, alignment: bool) -> str:
+    """One output line: the text, or with n-best or alignments tab-separated columns (a tab or
+    line break inside a text becomes a space: it would shift columns or lines)."""
     if n_best == 1:
         t = nbest[0]
-        return t.text + (f"\t{t.alignment()}" if alignment else "")
+        return _field(t.text) + (f"\t{t.alignment()}" if alignment else "")
     cols = []
     for t in nbest:
-        cols += [t.text, f"{t.score:.4f}"] + ([t.alignment()] if alignment else [])
+        cols += [_field(t.text), f"{t.score:.4f}"] + ([t.alignment()] if alignment else [])
     return "\t".join(cols)
+
+
+def _field(text: str) -> str:
+    return one_line(text).replace("\t", " ")

@@ -63,7 +63,8 @@ class Translation:
 class TranslatorBase:
     """What every translator shares: string in, `Translation`s out, in input order, streaming.
 
-    Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention` and implement `seed(seed)`
+    Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention`, `tgt_lang` (the training
+    data's target language, None when unknown) and implement `seed(seed)`
     and `search(ids, opts)`: n-best `Hypothesis` lists per encoded sentence (ids end with EOS,
     none empty), in input order.
     """
@@ -72,6 +73,7 @@ class TranslatorBase:
     cfg: Config
     max_len: int
     has_attention: bool
+    tgt_lang: str | None = None
 
     def seed(self, seed: int) -> None:
         """Seed the random draws of sampling."""

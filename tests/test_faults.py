@@ -231,7 +231,7 @@ def test_translator_warns_about_truncated_inputs(tiny_checkpoint):
 def test_ja_bleu_without_mecab_says_which_tokenizer_it_used(capsys):
     from sacrebleu.metrics import BLEU
 
-    from nmt.evaluate import score
+    from nmt.scores import score
 
     try:
         BLEU(tokenize="ja-mecab")

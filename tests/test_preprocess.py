@@ -596,6 +596,23 @@ def _bad_unknown_column_tsv(d: Path):
     return args, ["unknown column(s) eng;", "available: english, german"]
 
 
+def _bad_tsv_first_row_has_an_extra_field(d: Path):
+    # pandas took the first column as an index: every column shifted by one, no error
+    rows = ["en\tde", "1\tthe dog\tder Hund"] + ["the cat\tdie Katze"] * 20
+    write_lines(d / "train.tsv", rows)
+    return ["--train-file", d / "train.tsv"], [
+        f"{d / 'train.tsv'}:2: 3 tab-separated fields where the header has 2"
+    ]
+
+
+def _bad_tsv_later_row_has_a_missing_field(d: Path):
+    rows = ["en\tde"] + ["the cat\tdie Katze"] * 20 + ["the dog"]
+    write_lines(d / "train.tsv", rows)
+    return ["--train-file", d / "train.tsv"], [
+        f"{d / 'train.tsv'}:22: 1 tab-separated field where the header has 2"
+    ]
+
+
 def _bad_unknown_columns_jsonl_default(d: Path):
     write_lines(d / "train.jsonl", ['{"english": "the dog", "german": "der Hund"}'])
     # Without --src-column/--tgt-column the columns default to the language codes.
@@ -638,6 +655,8 @@ BAD_INPUTS = {
     "vocab-too-large": _bad_vocab_too_large,
     "unknown-column-tsv": _bad_unknown_column_tsv,
     "unknown-columns-jsonl": _bad_unknown_columns_jsonl_default,
+    "tsv-extra-field": _bad_tsv_first_row_has_an_extra_field,
+    "tsv-missing-field": _bad_tsv_later_row_has_a_missing_field,
     "existing-dir": _bad_existing_dir,
     "prefix-and-file": _bad_prefix_and_file,
     "no-train": _bad_no_train,
