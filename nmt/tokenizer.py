@@ -5,6 +5,7 @@ Special token ids are defined here once; every other module reads them from here
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -68,17 +69,28 @@ def train_sentencepiece(
             model_path.unlink(missing_ok=True)
             if raised:
                 raise raised[0] from None
-            raise NMTError(_explain_trainer_error(str(e), vocab_size, what)) from None
+            raise NMTError(
+                _explain_trainer_error(str(e), vocab_size, character_coverage, what)
+            ) from None
     return model_path
 
 
-def _explain_trainer_error(msg: str, vocab_size: int, what: str) -> str:
+def _explain_trainer_error(msg: str, vocab_size: int, coverage: float, what: str) -> str:
+    """SentencePiece's error as advice that points the right way, with its numbers."""
     label = f" for {what}" if what else ""
-    if "Vocabulary size is too high" in msg or "vocab_size" in msg:
-        limit = msg.rsplit("<=", 1)[-1].strip(" .") if "<=" in msg else "a smaller value"
+    if m := re.search(
+        r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", msg
+    ):
         return (
-            f"vocabulary size {vocab_size}{label} is larger than the training data supports: "
-            f"lower --vocab-size to {limit} or less"
+            f"vocabulary size {vocab_size}{label} is larger than the training data supports "
+            f"(at most {m[2]} pieces): lower --vocab-size to {m[2]} or less"
+        )
+    if m := re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", msg):
+        return (
+            f"vocabulary size {vocab_size}{label} cannot hold the {m[2]} characters and special "
+            f"pieces that --character-coverage {coverage:g} keeps: raise --vocab-size to at "
+            f"least {m[2]} (well above it, to leave room for subwords), or lower "
+            f"--character-coverage below {coverage:g} so that rare characters become <unk>"
         )
     return f"SentencePiece training failed{label}: {msg.strip().splitlines()[-1]}"
 

@@ -590,6 +590,20 @@ def _bad_vocab_too_large(d: Path):
     ]
 
 
+def _bad_vocab_too_small_for_the_characters(d: Path):
+    # SentencePiece needs a piece per kept character: the advice is to raise the size (it said
+    # to lower it, with a garbled limit)
+    rng = random.Random(0)
+    chars = [chr(0x4E00 + i) for i in range(300)]
+    pairs = [("".join(rng.choices(chars, k=12)), "x y z") for _ in range(200)]
+    write_prefix(d / "train", pairs)
+    return ["--train-prefix", d / "train", "--vocab-size", 100], [
+        "vocabulary size 100",
+        "--character-coverage 1 keeps: raise --vocab-size to at least 3",
+        "or lower --character-coverage below 1",
+    ]
+
+
 def _bad_unknown_column_tsv(d: Path):
     write_lines(d / "train.tsv", ["english\tgerman", "the dog\tder Hund"])
     args = ["--train-file", d / "train.tsv", "--src-column", "eng", "--tgt-column", "german"]
@@ -653,6 +667,7 @@ BAD_INPUTS = {
     "invalid-utf8": _bad_utf8,
     "all-blank": _bad_all_blank,
     "vocab-too-large": _bad_vocab_too_large,
+    "vocab-too-small-for-characters": _bad_vocab_too_small_for_the_characters,
     "unknown-column-tsv": _bad_unknown_column_tsv,
     "unknown-columns-jsonl": _bad_unknown_columns_jsonl_default,
     "tsv-extra-field": _bad_tsv_first_row_has_an_extra_field,
