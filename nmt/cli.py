@@ -98,6 +98,11 @@ def preprocess(
     character_coverage: float | None = typer.Option(
         None, help="SentencePiece character coverage (default 1.0; 0.9995 for zh/ja/ko)."
     ),
+    byte_fallback: bool = typer.Option(
+        False,
+        help="Spell characters outside the vocabulary as UTF-8 byte pieces instead of <unk> "
+        "(the model learns to copy those it saw as bytes in training).",
+    ),
     max_len: int = typer.Option(250, help="Drop training pairs longer than this (subwords)."),
     max_ratio: float = typer.Option(3.0, help="Drop training pairs with a longer length ratio."),
     dedupe: bool = typer.Option(False, help="Drop duplicate training pairs."),
@@ -132,6 +137,7 @@ def preprocess(
         model_type=model_type,
         joint=joint,
         character_coverage=character_coverage,
+        byte_fallback=byte_fallback,
         max_len=max_len,
         max_ratio=max_ratio,
         dedupe=dedupe,

@@ -203,7 +203,8 @@ class CT2Translator(TranslatorBase):
         for k, pieces in enumerate(result.hypotheses):
             tokens = [tgt.piece_to_id(p) for p in pieces]
             n = len(tokens)  # steps taken, EOS included
-            if tokens and tokens[-1] == EOS_ID:
+            ended = bool(tokens) and tokens[-1] == EOS_ID
+            if ended:
                 tokens = tokens[:-1]
             score = result.scores[k]
             if opts.beam > 1:
@@ -213,5 +214,5 @@ class CT2Translator(TranslatorBase):
                 import numpy as np
 
                 att = np.asarray(result.attention[k], dtype=np.float32)  # (steps, S)
-            hyps.append(Hypothesis(tokens, score, att))
+            hyps.append(Hypothesis(tokens, score, att, ended))
         return sorted(hyps, key=lambda h: -h.score)[: opts.n_best]

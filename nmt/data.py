@@ -111,6 +111,7 @@ class PreprocessOptions:
     model_type: str = "unigram"
     joint: bool = True
     character_coverage: float | None = None  # None: chosen from the languages
+    byte_fallback: bool = False  # uncovered characters as UTF-8 byte pieces instead of <unk>
     max_len: int = 250  # subword tokens, training pairs only
     max_ratio: float = 3.0
     dedupe: bool = False
@@ -477,6 +478,7 @@ def _train_sentencepiece(clean: Path, keep, n_pairs: int, opts, coverage, work, 
         vocab_size=opts.vocab_size,
         model_type=opts.model_type,
         character_coverage=coverage,
+        byte_fallback=opts.byte_fallback,
         input_sentence_size=opts.input_sentence_size,
         num_threads=max(2, opts.num_proc),
     )

@@ -13,7 +13,7 @@ from nmt.files import one_line, read_text_lines, write_text
 from nmt.runtimes import open_translator
 from nmt.scores import score
 from nmt.search_options import SearchOptions
-from nmt.translator import RuntimeOptions
+from nmt.translator import NOTE_KINDS, LineNote, RuntimeOptions
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,20 @@ def evaluate(
 
 
 def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict) -> list[str]:
-    """The best translation of each line, timed into `result`."""
+    """The best translation of each line, timed into `result`, with how many lines each kind
+    of `LineNote` was heard for."""
+    notes = dict.fromkeys(NOTE_KINDS, 0)
+
+    def count(note: LineNote) -> None:
+        notes[note.kind] += 1
+
     t0 = time.perf_counter()
-    hyps = [r[0].text for r in translator.translate_detailed(srcs, decode)]
+    hyps = [r[0].text for r in translator.translate_detailed(srcs, decode, warn=count)]
     seconds = time.perf_counter() - t0
     result.update(
         beam=decode.beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)
     )
+    result["lines_with"] = notes
     return hyps
 
 
@@ -115,4 +122,9 @@ def format_table(result: dict) -> str:
         extra += (
             f", beam {result['beam']}, {result['seconds']} s ({result['sents_per_s']} sentences/s)"
         )
-    return "\n".join(rows + [extra])
+    rows.append(extra)
+    notes = result.get("lines_with", {})
+    if any(notes.values()):
+        what = "; ".join(f"{text}: {notes[k]}" for k, text in NOTE_KINDS.items() if notes.get(k))
+        rows.append(f"lines with {what}")
+    return "\n".join(rows)

@@ -121,9 +121,9 @@ def _greedy(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hy
         if done.any():
             for r in done.nonzero().flatten().tolist():
                 seq = tokens[r, 1:].tolist()
-                if seq and seq[-1] == EOS_ID:
-                    seq = seq[:-1]
-                results[active[r].item()] = [Hypothesis(seq, scores[r].item())]
+                ended = seq[-1] == EOS_ID
+                seq = seq[:-1] if ended else seq
+                results[active[r].item()] = [Hypothesis(seq, scores[r].item(), ended=ended)]
             keep = (~done).nonzero().flatten()
             active, tokens, scores = active[keep], tokens[keep], scores[keep]
             encoded, cache = select_batch(encoded, keep), select_batch(cache, keep)
@@ -211,11 +211,12 @@ def _beam_step(beams: _Beams, logp: Tensor, step: int, K: int, opts, finished):
     lp = length_penalty(step, opts.alpha)
     for a, j in ends.nonzero().tolist():
         row = a * K + src_beam[a, j].item()
-        seq = beams.tokens[row, 1:].tolist()
-        if tok[a, j].item() != EOS_ID:
-            seq.append(tok[a, j].item())
+        seq, last = beams.tokens[row, 1:].tolist(), tok[a, j].item()
+        if last != EOS_ID:
+            seq.append(last)
         att = beams.attn[row].cpu() if beams.attn is not None else None
-        finished[beams.sent[a].item()].append(Hypothesis(seq, top_scores[a, j].item() / lp, att))
+        hyp = Hypothesis(seq, top_scores[a, j].item() / lp, att, ended=last == EOS_ID)
+        finished[beams.sent[a].item()].append(hyp)
     # The next alive beams: the best K candidates that did not end.
     alive_scores = top_scores.masked_fill(ends | (tok == EOS_ID), NEG_INF)
     pick_scores, pick = alive_scores.topk(K, dim=1)  # (A, K)

@@ -105,6 +105,7 @@ class Hypothesis:
     tokens: list[int]  # without BOS/EOS
     score: float  # log-probability (length-normalised in beam search)
     attention: Any = field(default=None, repr=False)  # (len(tokens) + 1, S): torch or numpy
+    ended: bool = True  # False: stopped by the length limit before its end-of-sentence
 
 
 def length_penalty(length, alpha: float):

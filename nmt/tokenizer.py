@@ -33,6 +33,7 @@ def train_sentencepiece(
     vocab_size: int,
     model_type: str = "unigram",
     character_coverage: float = 1.0,
+    byte_fallback: bool = False,
     input_sentence_size: int = SPM_SAMPLE_SENTENCES,
     what: str = "",
     num_threads: int = 2,
@@ -58,6 +59,7 @@ def train_sentencepiece(
                 vocab_size=vocab_size,
                 model_type=model_type,
                 character_coverage=character_coverage,
+                byte_fallback=byte_fallback,
                 input_sentence_size=input_sentence_size,
                 shuffle_input_sentence=True,
                 max_sentence_length=1 << 16,
@@ -132,6 +134,14 @@ class Tokenizer:
         """Source ids, each sentence closed by EOS: the one sentence -> ids function that
         preprocessing and translation both call."""
         return [ids + [EOS_ID] for ids in self.src.encode(sentences)]
+
+    def uncovered(self, text: str) -> list[str]:
+        """The spans of a source text that the vocabulary does not cover (each read as <unk>)."""
+        ids = self.src.encode(text)
+        if UNK_ID not in ids:
+            return []
+        pieces = self.src.encode(text, out_type=str)  # the same segmentation, as text
+        return [p.replace("\u2581", " ").strip() for i, p in zip(ids, pieces) if i == UNK_ID]
 
     def src_pieces(self, ids: list[int]) -> list[str]:
         return [self.src.id_to_piece(i) for i in ids]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from nmt.errors import NMTError
 from nmt.files import atomic_write, disk_error, one_line, read_lines, remove_stale_temps
 from nmt.runtimes import open_translator
 from nmt.search_options import SearchOptions
-from nmt.translator import STREAM_LINES, RuntimeOptions, Translation
+from nmt.translator import NOTE_KINDS, STREAM_LINES, LineNote, RuntimeOptions, Translation
+
+MAX_NOTES = 10  # warnings shown per kind of LineNote; the rest are counted at the end
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: never compared, and cheaper to build at start-up
@@ -83,8 +86,12 @@ def run_translation(
     if attention.plot_dir is not None:
         Path(attention.plot_dir).mkdir(parents=True, exist_ok=True)
 
-    def warn(i: int, n: int) -> None:
-        log(f"warning: {translator.warning_for_truncation(i, n)}")
+    heard: Counter = Counter()  # notes per kind: the first MAX_NOTES of each are shown
+
+    def warn(note: LineNote) -> None:
+        heard[note.kind] += 1
+        if heard[note.kind] <= MAX_NOTES:
+            log(f"warning: {note}")
 
     bar = _progress_bar() if streams.progress and buffer is None else None
     n = 0
@@ -107,6 +114,9 @@ def run_translation(
     finally:
         if bar is not None:
             bar.close()
+    for kind, count in heard.items():
+        if count > MAX_NOTES:
+            log(f"warning: {count} lines in all with {NOTE_KINDS[kind]}")
     return n
 
 

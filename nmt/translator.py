@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nmt.config import Config
 from nmt.errors import NMTError
 from nmt.search_options import Hypothesis, SearchOptions
-from nmt.tokenizer import EOS, Tokenizer
+from nmt.tokenizer import EOS, UNK_ID, Tokenizer
 
 STREAM_LINES = 5000  # lines read, sorted by length and translated together when streaming
 
@@ -37,6 +37,26 @@ class RuntimeOptions:
             raise NMTError("--threads must be >= 0")
 
 
+@dataclass(frozen=True)
+class LineNote:
+    """What a user should hear about one input line: content that cannot come through intact.
+    `line` counts from 0; `kind` is one of `NOTE_KINDS`."""
+
+    line: int
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line + 1}: {self.message}"
+
+
+NOTE_KINDS = {  # what each kind of note means
+    "truncated": "input truncated to the length limit",
+    "uncovered": "characters outside the vocabulary (read as <unk>, usually lost)",
+    "cut": "output stopped by the length limit before its end",
+}
+
+
 @dataclass
 class Translation:
     text: str
@@ -47,6 +67,7 @@ class Translation:
     # on request, every layer and head: "cross", and for the Transformer "encoder"/"decoder"
     # self-attention, each (layers, heads, rows, cols); see TranslatorBase.translate_detailed
     maps: dict[str, Any] | None = None  # torch tensors
+    ended: bool = True  # False: stopped by the length limit before its end-of-sentence
 
     def alignment(self) -> str:
         """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
@@ -83,8 +104,9 @@ class TranslatorBase:
         raise NotImplementedError
 
     def translate(self, sentences: list[str], beam: int | None = None, **options) -> list[str]:
-        """Translate strings; the best hypothesis per sentence (a warning for each input
-        truncated to the model's length limit). `options` are `SearchOptions` fields."""
+        """Translate strings; the best hypothesis per sentence (a warning for each `LineNote`:
+        an input truncated to the model's length limit, characters the vocabulary does not
+        cover, an output cut by the length limit). `options` are `SearchOptions` fields."""
         opts = SearchOptions(beam=beam, **options)
         return [t[0].text for t in self.translate_detailed(sentences, opts)]
 
@@ -93,26 +115,33 @@ class TranslatorBase:
         sentences: list[str],
         opts: SearchOptions,
         *,
-        warn: Callable[[int, int], None] | None = None,
+        warn: Callable[[LineNote], None] | None = None,
         maps: bool = False,
     ) -> list[list[Translation]]:
-        """n-best `Translation`s per sentence; `warn(i, n_tokens)` hears of truncated inputs
-        (by default a `warnings.warn`).
+        """n-best `Translation`s per sentence; `warn(note)` hears every `LineNote` (by default
+        a `warnings.warn`).
 
         `maps=True` also fills `Translation.maps` with the attention of every layer and head
         (one extra teacher-forced pass per hypothesis; needs `opts.attention` for the pieces).
         """
-        warn = warn or self._warn_truncated
+        warn = warn or _warn
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo])
         for k, seq in enumerate(ids):
+            if UNK_ID in seq:
+                spans = " ".join(self.tokenizer.uncovered(sentences[todo[k]].strip()))
+                warn(LineNote(todo[k], "uncovered", f"not in the model's vocabulary: {spans}"))
             if len(seq) > self.max_len:
-                warn(todo[k], len(seq))
+                message = f"{len(seq)} source tokens, truncated to the model's limit of "
+                warn(LineNote(todo[k], "truncated", f"{message}{self.max_len}"))
                 ids[k] = seq[: self.max_len - 1] + seq[-1:]  # keep </s>
         hyps = self.search(ids, opts) if ids else []
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
         for k, i in enumerate(todo):
             out[i] = [self._translation(ids[k], h, opts, maps) for h in hyps[k]]
+            if not out[i][0].ended:
+                message = "output stopped by the length limit before its end"
+                warn(LineNote(i, "cut", f"{message} ({len(hyps[k][0].tokens)} tokens)"))
         return out
 
     def _translation(self, src_ids: list[int], h: Hypothesis, opts: SearchOptions, maps: bool):
@@ -124,16 +153,8 @@ class TranslatorBase:
             self.tokenizer.tgt_pieces(h.tokens) + [EOS] if pieces else [],
             h.attention,
             self.attention_maps(src_ids, h.tokens) if maps else None,
+            ended=h.ended,
         )
-
-    def warning_for_truncation(self, i: int, n_tokens: int) -> str:
-        return (
-            f"line {i + 1}: {n_tokens} source tokens, truncated to the model's limit of "
-            f"{self.max_len}"
-        )
-
-    def _warn_truncated(self, i: int, n_tokens: int) -> None:
-        warnings.warn(self.warning_for_truncation(i, n_tokens), stacklevel=4)
 
     def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, Any]:
         """Attention per layer and head of one source (with </s>) and its output tokens."""
@@ -148,17 +169,17 @@ class TranslatorBase:
         opts: SearchOptions,
         *,
         chunk: int = STREAM_LINES,
-        warn: Callable[[int, int], None] | None = None,
+        warn: Callable[[LineNote], None] | None = None,
         maps: bool = False,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
         buf: list[str] = []
         offset = 0
-        warn = warn or self._warn_truncated
+        warn = warn or _warn
 
         def flush():
-            def chunk_warn(i, n):
-                warn(offset + i, n)
+            def chunk_warn(note: LineNote):
+                warn(replace(note, line=offset + note.line))
 
             return self.translate_detailed(buf, opts, warn=chunk_warn, maps=maps)
 
@@ -170,3 +191,7 @@ class TranslatorBase:
                 buf = []
         if buf:
             yield from flush()
+
+
+def _warn(note: LineNote) -> None:
+    warnings.warn(str(note), stacklevel=4)

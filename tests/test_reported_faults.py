@@ -93,3 +93,39 @@ def test_a_tab_or_newline_inside_an_output_text_keeps_columns_and_lines():
     nbest = [Translation("a\tb", -1.0, [], []), Translation("c\nd", -2.0, [], [])]
     assert _format(nbest[:1], 1, False) == "a b"
     assert _format(nbest, 2, False).split("\t") == ["a b", "-1.0000", "c d", "-2.0000"]
+
+
+# --- content lost without a word ------------------------------------------------------------------
+
+
+def test_characters_outside_the_vocabulary_are_named_per_line(tiny_checkpoint):
+    from nmt.runtimes import Translator
+
+    translator = Translator.load(tiny_checkpoint)
+    with pytest.warns(UserWarning, match="line 2: not in the model's vocabulary: 東京 ☆★☆"):
+        translator.translate(["red cat", "red 東京 cat ☆★☆", "blue"], beam=1)
+
+
+def test_outputs_stopped_by_the_length_limit_are_reported(trained):
+    from tests.conftest import nmt
+
+    ckpt = trained / "run" / "best.pt"
+    limit = ["--max-len-a", "0", "--max-len-b", "4"]
+    res = nmt("translate", "-c", ckpt, "--beam", "1", *limit, input="red cat moon sun dog\nsun\n")
+    assert "line 1: output stopped by the length limit before its end (4 tokens)" in res.stderr
+    assert "line 2" not in res.stderr  # a one-word reversal ends within four tokens
+    res = nmt("evaluate", "-c", ckpt, *limit)
+    assert "output stopped by the length limit before its end:" in res.stdout
+    assert "Traceback" not in res.stderr
+
+
+def test_byte_fallback_keeps_uncovered_characters(tmp_path):
+    from nmt.tokenizer import Tokenizer, train_sentencepiece
+
+    text = ["red cat moon", "blue dog sun", "green bird tree"] * 50
+    plain = Tokenizer(train_sentencepiece(iter(text), tmp_path / "a.model", 20).read_bytes())
+    assert plain.uncovered("red 東京 cat") == ["東京"]
+    model = train_sentencepiece(iter(text), tmp_path / "b.model", 280, byte_fallback=True)
+    tok = Tokenizer(model.read_bytes())
+    assert tok.uncovered("red 東京 cat") == []
+    assert tok.src.decode(tok.encode_src(["red 東京 cat"])[0][:-1]) == "red 東京 cat"
