@@ -61,13 +61,13 @@ def _next_log_probs(model, last: Tensor, encoded, cache, opts: SearchOptions, pr
     logits = logits[:, -1].float()
     if opts.sample and opts.temperature != 1.0:
         logits = logits / opts.temperature
+    if opts.no_repeat_ngram > 0:  # before the softmax: the other tokens share the blocked mass
+        _block_repeats(logits, prefix, opts.no_repeat_ngram)
     logp = logits.log_softmax(-1)  # (N, V)
-    if opts.no_repeat_ngram > 0:
-        _block_repeats(logp, prefix, opts.no_repeat_ngram)
     return logp, (attn[:, -1] if attn is not None else None), cache
 
 
-def _block_repeats(logp: Tensor, prefix: Tensor, n: int) -> None:
+def _block_repeats(logits: Tensor, prefix: Tensor, n: int) -> None:
     """Forbid tokens that would repeat an n-gram already in the hypothesis."""
     if prefix.size(1) < n:
         return
@@ -75,7 +75,7 @@ def _block_repeats(logp: Tensor, prefix: Tensor, n: int) -> None:
         key = tuple(seq[len(seq) - n + 1 :]) if n > 1 else ()
         for i in range(len(seq) - n + 1):
             if tuple(seq[i : i + n - 1]) == key:
-                logp[row, seq[i + n - 1]] = NEG_INF
+                logits[row, seq[i + n - 1]] = NEG_INF
 
 
 def _sample(logp: Tensor, opts: SearchOptions) -> Tensor:

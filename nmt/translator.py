@@ -19,6 +19,7 @@ from nmt.errors import NMTError
 from nmt.search_options import Hypothesis, SearchOptions
 from nmt.tokenizer import EOS, UNK_ID, Tokenizer
 
+WORD_BOUNDARY = "\u2581"  # SentencePiece's mark of a preceding space
 STREAM_LINES = 5000  # lines read, sorted by length and translated together when streaming
 
 
@@ -70,15 +71,36 @@ class Translation:
     ended: bool = True  # False: stopped by the length limit before its end-of-sentence
 
     def alignment(self) -> str:
-        """Hard alignment `src-tgt` pairs (Pharaoh format) from the attention argmax."""
+        """Word alignment `i-j` (Pharaoh format, sorted): word i of the source line as given
+        links to word j of `text` (whitespace-separated, from 0) when one of word j's pieces
+        attends most to one of word i's pieces. Special tokens (</s>) take no part."""
         if self.attention is None:
             return ""
-        n_src = len(self.src_pieces) - 1  # skip </s>
-        links = []
-        for j, row in enumerate(self.attention[: len(self.tgt_pieces)]):
-            i = int(row[: max(1, n_src)].argmax())
-            links.append(f"{i}-{j}")
-        return " ".join(links)
+        src_words, tgt_words = word_ids(self.src_pieces[:-1]), word_ids(self.tgt_pieces[:-1])
+        cols = [c for c, w in enumerate(src_words) if w is not None]
+        if not cols:
+            return ""
+        links = set()
+        for row, j in enumerate(tgt_words):
+            if j is not None:
+                weights = [float(self.attention[row][c]) for c in cols]
+                links.add((src_words[cols[weights.index(max(weights))]], j))
+        return " ".join(f"{i}-{j}" for i, j in sorted(links))
+
+
+def word_ids(pieces: list[str]) -> list[int | None]:
+    """The word (0, 1, ...) each SentencePiece piece belongs to, words being the
+    whitespace-separated tokens of the text the pieces spell; None for a piece of whitespace
+    alone. A piece starting with the word boundary mark starts a word once it has text."""
+    ids: list[int | None] = []
+    word, boundary = -1, True
+    for piece in pieces:
+        if piece.startswith(WORD_BOUNDARY):
+            boundary, piece = True, piece.lstrip(WORD_BOUNDARY)
+        if piece and boundary:
+            word, boundary = word + 1, False
+        ids.append(word if piece else None)
+    return ids
 
 
 class TranslatorBase:

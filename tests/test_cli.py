@@ -76,7 +76,8 @@ def test_alignment_and_attention_plot(trained):
     )
     text, links = res.stdout.rstrip("\n").split("\t")
     assert text == "moon cat red"
-    assert all(len(x.split("-")) == 2 for x in links.split())
+    pairs = [tuple(map(int, x.split("-"))) for x in links.split()]
+    assert pairs and all(i < 3 and j < len(text.split()) for i, j in pairs)  # word indices
     png = plots / "line-000001.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

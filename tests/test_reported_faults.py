@@ -129,3 +129,31 @@ def test_byte_fallback_keeps_uncovered_characters(tmp_path):
     tok = Tokenizer(model.read_bytes())
     assert tok.uncovered("red 東京 cat") == []
     assert tok.src.decode(tok.encode_src(["red 東京 cat"])[0][:-1]) == "red 東京 cat"
+
+
+# --- alignment output in the wrong units ----------------------------------------------------------
+
+
+def test_pieces_map_to_the_words_of_the_text():
+    from nmt.translator import word_ids
+
+    pieces = ["▁Ein", "▁brau", "n", "-", "weiß", "er", "▁Hund", "."]
+    assert word_ids(pieces) == [0, 1, 1, 1, 1, 1, 2, 2]
+    assert word_ids(["▁", "sun", "▁dog", "▁"]) == [None, 0, 1, None]
+    assert word_ids(["ab", "▁c"]) == [0, 1]
+
+
+def test_alignments_link_words_of_the_printed_texts_without_special_tokens():
+    from nmt.translator import Translation
+
+    attention = [  # rows: target pieces (and </s>), columns: source pieces (and </s>)
+        [0.7, 0.1, 0.1, 0.1],
+        [0.1, 0.1, 0.7, 0.1],  # "▁child" attends to "er", a piece of source word 1
+        [0.1, 0.7, 0.1, 0.1],  # "ren" to "▁Kind": the same link, once
+        [0.1, 0.1, 0.1, 0.7],  # </s> to </s>: no link
+    ]
+    t = Translation(
+        "Two children", -1.0, ["▁Zwei", "▁Kind", "er", "</s>"], ["▁Two", "▁child", "ren", "</s>"]
+    )
+    t.attention = attention
+    assert t.alignment() == "0-0 1-1"  # was "0-0 2-1 1-2 0-3": pieces, and a link for </s>

@@ -122,6 +122,25 @@ def test_no_repeat_ngram_blocks_repeats():
     assert len(bigrams) == len(set(bigrams))
 
 
+def test_blocked_tokens_leave_their_probability_to_the_others():
+    """With A blocked after one use, B's score is its probability among the tokens left."""
+
+    class Repeater(ScriptedDecoder):
+        def decode(self, tgt_in, encoded, cache=None):
+            logits, attn, cache = super().decode(tgt_in, encoded, cache)
+            logits = torch.full_like(logits, -10.0)
+            logits[..., A] = 0.0
+            logits[..., B] = -1.0
+            return logits, attn, cache
+
+    opts = SearchOptions(beam=1, no_repeat_ngram=1, max_len_a=0, max_len_b=2)
+    (h,) = generate(Repeater(), src_batch(1), opts, 10)[0]
+    full = torch.tensor([-10.0] * 4 + [0.0, -1.0, -10.0]).log_softmax(-1)
+    left = torch.tensor([-10.0] * 4 + [-1.0, -10.0]).log_softmax(-1)  # A removed
+    assert h.tokens == [A, B]
+    assert h.score == pytest.approx((full[A] + left[B - 1]).item(), abs=1e-5)
+
+
 def test_sampling_respects_top_k():
     torch.manual_seed(0)
     opts = SearchOptions(beam=1, sample=True, top_k=1)
