@@ -82,6 +82,8 @@ class CT2Translator(TranslatorBase):
         self.model, self.tokenizer, self.cfg, self.manifest = model, tokenizer, cfg, manifest
         self.max_len = cfg.model.max_len
         self.tgt_lang = manifest.get("tgt_lang")
+        # int8 weights: results of a padded sentence depend on its batch (see `search`)
+        self.padding_sensitive = str(manifest.get("quantization", "")).startswith("int8")
 
     @classmethod
     def open(cls, path: str | Path, runtime: RuntimeOptions = RuntimeOptions()) -> CT2Translator:
@@ -119,20 +121,26 @@ class CT2Translator(TranslatorBase):
         prefix-consistent, so its batches are cut by size alone and run to their largest limit;
         the few hypotheses that reach their own limit are decoded again under it, which keeps
         every output and score what a per-sentence limit gives (and batches full: small int8
-        batches are slow)."""
-        limits = opts.length_limits([len(s) for s in ids], self.max_len)
+        batches are slow). On int8 weights a sentence padded in a batch of longer ones can
+        score (and rarely translate) differently than alone, so there every batch holds one
+        source length: a sentence translates the same wherever it sits in a file."""
+        lengths = [len(s) for s in ids]
+        limits = opts.length_limits(lengths, self.max_len)
         greedy = opts.beam == 1 and not opts.sample
-        results = self._batches(ids, limits, opts, shared_limit=not greedy)
+        if self.padding_sensitive:
+            return self._batches(ids, limits, opts, keys=list(zip(limits, lengths)))
+        results = self._batches(ids, limits, opts, keys=None if greedy else limits)
         if greedy:
             redo = [i for i, hyps in enumerate(results) if len(hyps[0].tokens) >= limits[i]]
-            again = self._batches([ids[i] for i in redo], [limits[i] for i in redo], opts, True)
+            sub = [limits[i] for i in redo]
+            again = self._batches([ids[i] for i in redo], sub, opts, keys=sub)
             for i, hyps in zip(redo, again):
                 results[i] = hyps
         return results
 
-    def _batches(self, ids, limits, opts: SearchOptions, shared_limit: bool):
+    def _batches(self, ids, limits, opts: SearchOptions, keys: list | None):
         """Decode `ids` in length-sorted batches within the token budget, each batch up to the
-        largest limit in it (with `shared_limit`, every sentence of a batch has that limit)."""
+        largest limit in it; with `keys`, the sentences of a batch share their key."""
         order = sorted(range(len(ids)), key=lambda i: (limits[i], len(ids[i])))
         budget = opts.budget()
         results: list[list] = [[] for _ in ids]
@@ -140,7 +148,7 @@ class CT2Translator(TranslatorBase):
         for i in order + [-1]:
             full = batch and (
                 i < 0
-                or (shared_limit and limits[i] != limits[batch[0]])
+                or (keys is not None and keys[i] != keys[batch[0]])
                 or len(ids[i]) * (len(batch) + 1) > budget
             )
             if full:

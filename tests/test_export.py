@@ -104,6 +104,21 @@ def test_ngram_blocking_scores_like_torch(toy, beam):
             assert abs(x[0].score - y[0].score) < 1e-3
 
 
+def test_int8_translates_a_sentence_the_same_in_any_batch(toy):
+    """On int8 weights a sentence padded among longer ones scored (and now and then translated)
+    differently than alone: batches hold one source length there."""
+    export(toy["ckpt"], toy["tmp"] / "int8", quantization="int8")
+    translator = CT2Translator.open(toy["tmp"] / "int8")
+    assert translator.padding_sensitive
+    for beam in (1, 3):
+        opts = SearchOptions(beam=beam)
+        together = translator.translate_detailed(toy["src"], opts)
+        alone = [translator.translate_detailed([s], opts)[0] for s in toy["src"]]
+        assert [(t[0].text, t[0].score) for t in together] == [
+            (t[0].text, t[0].score) for t in alone
+        ]
+
+
 def test_nbest_comes_ranked_with_scores(toy):
     a, b = both(toy, SearchOptions(beam=4, n_best=3, alpha=1.0))
     for x, y in zip(a, b):
