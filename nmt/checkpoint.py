@@ -160,10 +160,7 @@ def load_models(paths: list[Path], device: str | torch.device = "cpu"):
     models, first = [], None
     for path in paths:
         state = read(path)
-        if first is not None and (
-            state.tokenizer.src_proto != first.tokenizer.src_proto
-            or state.tokenizer.tgt_proto != first.tokenizer.tgt_proto
-        ):
+        if first is not None and state.tokenizer.vocabulary != first.tokenizer.vocabulary:
             raise NMTError(f"{path}: its vocabulary differs from that of {paths[0]}")
         first = first or state
         models.append(model_of(state, path).to(device).eval())
@@ -249,6 +246,12 @@ def average(paths: list[Path], out: Path) -> None:
         raise NMTError("no checkpoints to average")
     states = [read(p) for p in paths]
     first = states[0]
+    for path, state in zip(paths[1:], states[1:]):
+        if state.config.model != first.config.model or (
+            state.tokenizer.vocabulary != first.tokenizer.vocabulary
+        ):
+            what = "model config" if state.config.model != first.config.model else "vocabulary"
+            raise NMTError(f"{path}: its {what} differs from that of {paths[0]}: not one run")
     avg = {}
     for k, v in first.model.items():
         if v.is_floating_point():

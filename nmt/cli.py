@@ -89,8 +89,8 @@ def preprocess(
     tgt_column: str | None = typer.Option(None, help="Target column (default: --tgt)."),
     hub: str | None = typer.Option(None, help="HF hub dataset name (needs internet)."),
     hub_config: str | None = typer.Option(None, help="HF hub dataset config."),
-    hub_splits: str = typer.Option(
-        "train,validation,test", help="Hub split names train,valid,test."
+    hub_splits: str | None = typer.Option(
+        None, help="Hub split names for train,valid,test (default: train,validation,test)."
     ),
     vocab_size: int = typer.Option(8000, help="SentencePiece vocabulary size."),
     model_type: str = typer.Option("unigram", help="unigram or bpe."),

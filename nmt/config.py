@@ -30,20 +30,27 @@ class DataConfig:
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+# Marks the keys a run carries in its state: the optimizer and schedule (their state holds the
+# old values), the batches' order (the position in the epoch) and the scale of the recorded best
+# score. `nmt train --resume` refuses to change them (`RESUME_FIXED`, below the class).
+CARRIED = {"resume": "fixed"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 1
-    max_tokens: int = 4096  # target+source tokens per batch bound (per GPU/process)
-    accum: int = 1  # gradient accumulation steps
+    seed: int = field(default=1, metadata=CARRIED)
+    # target+source tokens per batch bound (per GPU/process)
+    max_tokens: int = field(default=4096, metadata=CARRIED)
+    accum: int = field(default=1, metadata=CARRIED)  # gradient accumulation steps
     max_steps: int = 0  # 0: unlimited
     max_epochs: int = 0  # 0: unlimited
     max_time: float = 0.0  # wall-clock minutes; 0: unlimited
-    optimizer: str = "adam"
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.0
-    schedule: str = "inverse_sqrt"
-    warmup: int = 4000
+    optimizer: str = field(default="adam", metadata=CARRIED)
+    lr: float = field(default=5e-4, metadata=CARRIED)
+    betas: tuple[float, float] = field(default=(0.9, 0.98), metadata=CARRIED)
+    weight_decay: float = field(default=0.0, metadata=CARRIED)
+    schedule: str = field(default="inverse_sqrt", metadata=CARRIED)
+    warmup: int = field(default=4000, metadata=CARRIED)
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # 0: no clipping
     precision: str = "fp32"
@@ -52,7 +59,7 @@ class TrainConfig:
     valid_bleu: bool = True
     valid_beam: int = 1
     valid_max_sentences: int = 0  # 0: the whole validation set
-    best_metric: str = "bleu"
+    best_metric: str = field(default="bleu", metadata=CARRIED)
     patience: int = 0  # validations without improvement before stopping; 0: never stop early
     keep_last: int = 2  # recent checkpoints kept besides best.pt
     log_every: int = 100
@@ -84,6 +91,9 @@ class TrainConfig:
             raise NMTError(f"train.betas must be in [0, 1), got {list(self.betas)}")
         if self.best_metric == "bleu" and not self.valid_bleu:
             raise NMTError("train.best_metric=bleu needs train.valid_bleu=true (or pick loss/ppl)")
+
+
+RESUME_FIXED = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata == CARRIED)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class CT2Translator(TranslatorBase):
     def __init__(self, model, tokenizer: Tokenizer, cfg: Config, manifest: dict):
         self.model, self.tokenizer, self.cfg, self.manifest = model, tokenizer, cfg, manifest
         self.max_len = cfg.model.max_len
-        self.tgt_lang = manifest.get("tgt_lang")
+        self.src_lang, self.tgt_lang = manifest.get("src_lang"), manifest.get("tgt_lang")
         # int8 weights: results of a padded sentence depend on its batch (see `search`)
         self.padding_sensitive = str(manifest.get("quantization", "")).startswith("int8")
 

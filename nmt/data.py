@@ -59,6 +59,9 @@ class Source:
     hub_split: str = ""
 
 
+HUB_SPLITS = "train,validation,test"
+
+
 @dataclass(frozen=True)
 class CorpusInputs:
     """Where the splits come from, as `nmt preprocess` names them: aligned plain files
@@ -74,12 +77,13 @@ class CorpusInputs:
     tgt_column: str | None = None
     hub: str | None = None
     hub_config: str | None = None
-    hub_splits: str = "train,validation,test"  # hub split names for train,valid,test
+    hub_splits: str | None = None  # hub split names for train,valid,test (None: HUB_SPLITS)
 
     def sources(self, src: str, tgt: str) -> dict[str, Source]:
         """Each given split's `Source`; the training split is required."""
+        self._check_flags()
         columns = (self.src_column or src, self.tgt_column or tgt)
-        hub_names = self.hub_splits.split(",")
+        hub_names = (self.hub_splits or HUB_SPLITS).split(",")
         sources: dict[str, Source] = {}
         for i, split in enumerate(datadir.SPLITS):
             prefix, file = getattr(self, f"{split}_prefix"), getattr(self, f"{split}_file")
@@ -98,6 +102,16 @@ class CorpusInputs:
         if "train" not in sources:
             raise NMTError("no training data: give --train-prefix, --train-file or --hub")
         return sources
+
+    def _check_flags(self) -> None:
+        """Flags that would have no effect are refused, not ignored."""
+        tables = any(getattr(self, f"{split}_file") for split in datadir.SPLITS)
+        if (self.src_column or self.tgt_column) and not tables:
+            raise NMTError(
+                "--src-column/--tgt-column name columns of --train/valid/test-file tables"
+            )
+        if not self.hub and (self.hub_config or self.hub_splits is not None):
+            raise NMTError("--hub-config/--hub-splits apply to a --hub dataset")
 
 
 MODEL_TYPES = ("unigram", "bpe")

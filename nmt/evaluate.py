@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt import datadir
+from nmt import datadir, languages
 from nmt.errors import NMTError
 from nmt.files import one_line, read_text_lines, write_text
 from nmt.runtimes import open_translator
@@ -75,7 +75,9 @@ def evaluate(
                     "--source/--reference"
                 )
             result.update(split=inputs.split, data_dir=str(Path(data_dir).resolve()))
-            tgt_lang = tgt_lang or datadir.read_meta(data_dir)["tgt_lang"]
+            meta = datadir.read_meta(data_dir)
+            _check_languages(translator, meta, data_dir)
+            tgt_lang = tgt_lang or meta["tgt_lang"]
         tgt_lang = tgt_lang or translator.tgt_lang  # what the model was trained to write
         result["tgt_lang"] = tgt_lang
         srcs, refs = read_text_lines(source), read_text_lines(reference)
@@ -93,6 +95,21 @@ def evaluate(
     if outputs.json_out is not None:
         write_text(Path(outputs.json_out), json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _check_languages(translator, meta: dict, data_dir) -> None:
+    """A data dir of another language pair than the model's is refused before any work."""
+    model = (translator.src_lang, translator.tgt_lang)
+    data = (meta.get("src_lang"), meta.get("tgt_lang"))
+    if (
+        all(model)
+        and all(data)
+        and tuple(map(languages.base, model)) != tuple(map(languages.base, data))
+    ):
+        raise NMTError(
+            f"data dir {data_dir} is {data[0]}->{data[1]}, the model translates "
+            f"{model[0]}->{model[1]}"
+        )
 
 
 def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict) -> list[str]:

@@ -9,12 +9,13 @@ both commands from it).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nmt.errors import NMTError
 
 BEAM = 5  # default beam size (1 when sampling)
+SAMPLING_ONLY = ("temperature", "top_k", "top_p")  # fields that only sampling reads
 
 
 def _flag(flag: str, help: str, short: str | None = None) -> dict:
@@ -79,8 +80,27 @@ class SearchOptions:
             )
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise NMTError("need temperature > 0, 0 < top-p <= 1 and top-k >= 0")
+        self._refuse_what_has_no_effect()
         if self.batch_tokens < 1:
             raise NMTError("--batch-tokens must be >= 1")
+
+    def _refuse_what_has_no_effect(self) -> None:
+        """Options that the chosen search would ignore are refused, naming why."""
+        defaults = {f.name: f.default for f in fields(self)}
+        if not self.sample:
+            given = [f.metadata["flag"] for f in fields(self) if f.name in SAMPLING_ONLY
+                     and getattr(self, f.name) != defaults[f.name]]  # fmt: skip
+            if given:
+                one = len(given) == 1
+                raise NMTError(
+                    f"{'/'.join(given)} only appl{'ies' if one else 'y'} to sampling: add "
+                    f"--sample, or leave {'it' if one else 'them'} out"
+                )
+        if self.beam == 1 and self.alpha != defaults["alpha"]:
+            raise NMTError(
+                "--length-penalty ranks the finished hypotheses of beam search; greedy search "
+                "and sampling (beam 1) keep one, so it has no effect there"
+            )
 
     def budget(self) -> int:
         """Source tokens per search batch: beams multiply the work per sentence, so the batch

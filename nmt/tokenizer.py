@@ -112,6 +112,11 @@ class Tokenizer:
         except Exception:
             raise NMTError("SentencePiece model is corrupt or not a SentencePiece model") from None
 
+    @property
+    def vocabulary(self) -> tuple[bytes, bytes]:
+        """The SentencePiece models' bytes: equal for tokenizers that encode alike."""
+        return self.src_proto, self.tgt_proto
+
     @classmethod
     def from_files(cls, src_model: Path, tgt_model: Path | None = None) -> Tokenizer:
         """Load from `.model` files; a missing file is a one-line error."""

@@ -19,11 +19,9 @@ from nmt.translator import RuntimeOptions, TranslatorBase
 class TorchTranslator(TranslatorBase):
     """A trained torch model with its tokenizer, ready to translate lists of strings."""
 
-    def __init__(
-        self, model, tokenizer: Tokenizer, cfg: Config, device: torch.device, tgt_lang=None
-    ):
+    def __init__(self, model, tokenizer: Tokenizer, cfg: Config, device, languages=(None, None)):
         self.model, self.tokenizer, self.cfg, self.device = model.eval(), tokenizer, cfg, device
-        self.tgt_lang = tgt_lang
+        self.src_lang, self.tgt_lang = languages
         self.max_len = cfg.model.max_len
         self.has_attention = model.has_attention
 
@@ -38,7 +36,8 @@ class TorchTranslator(TranslatorBase):
         use_fast_cuda_kernels(device)
         state = checkpoint.read(Path(path))
         model = checkpoint.model_of(state, Path(path)).to(device)
-        return cls(model, state.tokenizer, state.config, device, state.data.get("tgt_lang"))
+        languages = state.data.get("src_lang"), state.data.get("tgt_lang")
+        return cls(model, state.tokenizer, state.config, device, languages)
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)

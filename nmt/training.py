@@ -23,7 +23,7 @@ import torch
 
 from nmt import checkpoint, datadir, files, runlog, scores
 from nmt.batching import Prefetcher, TrainBatches, bucket_batches, collate
-from nmt.config import Config, dump_config
+from nmt.config import RESUME_FIXED, Config, dump_config
 from nmt.errors import Interrupted, NMTError
 from nmt.models.backends import build_model
 from nmt.models.base import use_fast_cuda_kernels
@@ -353,6 +353,19 @@ class Trainer:
             raise NMTError(f"--resume: {last} is inference-only (no optimizer state)")
         if state.config.model != self.cfg.model:
             raise NMTError(f"--resume: the model config differs from the one in {last}")
+        old, new = state.config.train, self.cfg.train
+        changed = [k for k in RESUME_FIXED if getattr(old, k) != getattr(new, k)]
+        if changed:
+            what = ", ".join(f"train.{k} ({getattr(old, k)} -> {getattr(new, k)})" for k in changed)
+            raise NMTError(
+                f"--resume cannot change {what}: the optimizer, schedule and batch order in "
+                f"{last} carry the run's values; leave them out, or start a new run"
+            )
+        if datadir.load_tokenizer(self.cfg.data.dir).vocabulary != state.tokenizer.vocabulary:
+            raise NMTError(
+                f"--resume: the vocabulary of data dir {self.cfg.data.dir} is not the one "
+                f"{last} was trained with"
+            )
         return state
 
     def _check_fresh(self) -> None:

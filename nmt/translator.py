@@ -106,8 +106,8 @@ def word_ids(pieces: list[str]) -> list[int | None]:
 class TranslatorBase:
     """What every translator shares: string in, `Translation`s out, in input order, streaming.
 
-    Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention`, `tgt_lang` (the training
-    data's target language, None when unknown) and implement `seed(seed)`
+    Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention`, `src_lang` and `tgt_lang`
+    (the training data's languages, None when unknown) and implement `seed(seed)`
     and `search(ids, opts)`: n-best `Hypothesis` lists per encoded sentence (ids end with EOS,
     none empty), in input order.
     """
@@ -116,6 +116,7 @@ class TranslatorBase:
     cfg: Config
     max_len: int
     has_attention: bool
+    src_lang: str | None = None
     tgt_lang: str | None = None
 
     def seed(self, seed: int) -> None:

@@ -636,6 +636,16 @@ def _bad_unknown_columns_jsonl_default(d: Path):
     ]
 
 
+def _bad_column_without_a_table(d: Path):
+    write_prefix(d / "train", make_pairs(5))  # was accepted and ignored
+    return ["--train-prefix", d / "train", "--src-column", "english"], ["--src-column", "tables"]
+
+
+def _bad_hub_option_without_hub(d: Path):
+    write_prefix(d / "train", make_pairs(5))
+    return ["--train-prefix", d / "train", "--hub-config", "de-en"], ["--hub-config", "--hub"]
+
+
 def _bad_existing_dir(d: Path):
     write_prefix(d / "train", make_pairs(50))
     (d / "out").mkdir()
@@ -673,6 +683,8 @@ BAD_INPUTS = {
     "tsv-extra-field": _bad_tsv_first_row_has_an_extra_field,
     "tsv-missing-field": _bad_tsv_later_row_has_a_missing_field,
     "existing-dir": _bad_existing_dir,
+    "column-without-table": _bad_column_without_a_table,
+    "hub-option-without-hub": _bad_hub_option_without_hub,
     "prefix-and-file": _bad_prefix_and_file,
     "no-train": _bad_no_train,
     "model-type": _bad_model_type,

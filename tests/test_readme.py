@@ -127,7 +127,11 @@ def sandbox(trained, tmp_path_factory):
         for lang in ("de", "en"):  # rich enough for the README's 8000-piece vocabulary
             (corpus / f"{split}.{lang}").write_text("".join(line() for _ in range(n)))
     (proj / "recipes").symlink_to(ROOT / "recipes")
-    shutil.copyfile(trained / "run" / "best.pt", proj / "best.pt")  # runs/deen/best.pt: below
+    from nmt import checkpoint
+
+    stand_in = checkpoint.read(trained / "run" / "best.pt")  # runs/deen/best.pt: below
+    stand_in.data |= {"src_lang": "de", "tgt_lang": "en"}  # as the README's data dir is
+    checkpoint.save(stand_in, proj / "best.pt")
     src = (trained / "data" / "test.src").read_text().splitlines()[:4]
     for name in ("input.de", "mono.de"):
         (proj / name).write_text("\n".join(src) + "\n")

@@ -157,3 +157,77 @@ def test_alignments_link_words_of_the_printed_texts_without_special_tokens():
     )
     t.attention = attention
     assert t.alignment() == "0-0 1-1"  # was "0-0 2-1 1-2 0-3": pieces, and a link for </s>
+
+
+# --- options accepted and silently ignored; inputs that do not belong together -------------------
+
+TINY = ["model.d_model=32", "model.n_heads=4", "model.d_ff=64", "model.encoder_layers=1"]
+TINY += ["model.decoder_layers=1", "train.max_tokens=300", "train.valid_every=2"]
+TINY += ["train.valid_bleu=false", "train.best_metric=loss"]
+
+
+def _tiny_run(data_dir, run, *extra, resume=False):
+    from nmt.config import load_config
+    from nmt.training import train
+
+    cfg = load_config(None, [f"data.dir={data_dir}", *TINY, "train.max_steps=2", *extra])
+    return train(cfg, run, resume=resume, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def other_vocab_data(tmp_path_factory):
+    """A data dir of the toy task in capitals: another vocabulary of the same size as
+    `toy_data_dir`'s (and languages xx -> yy)."""
+    from nmt.data import PreprocessOptions, Source, preprocess
+    from tests.conftest import reverse_pairs, write_parallel
+
+    raw = tmp_path_factory.mktemp("other_raw")
+    sources = {}
+    for split, n, seed in (("train", 800, 5), ("valid", 30, 6), ("test", 30, 7)):
+        pairs = [(s.upper(), t.upper()) for s, t in reverse_pairs(n, seed)]
+        prefix = write_parallel(raw, split, pairs, "xx", "yy")
+        sources[split] = Source("plain", (f"{prefix}.xx", f"{prefix}.yy"))
+    out = tmp_path_factory.mktemp("other") / "data"
+    opts = PreprocessOptions(src_lang="xx", tgt_lang="yy", vocab_size=36, sources=sources)
+    preprocess(opts, out, log=lambda m: None)
+    return out
+
+
+def test_resume_refuses_what_the_runs_state_carries(toy_data_dir, other_vocab_data, tmp_path):
+    """`--resume train.lr=1e-5` kept the old rate while config.yaml said 1e-5."""
+    from nmt.errors import NMTError
+
+    run = tmp_path / "run"
+    _tiny_run(toy_data_dir, run)
+    recorded = (run / "config.yaml").read_text()
+    for change in ("train.lr=1e-5", "train.warmup=7", "train.max_tokens=400"):
+        key = change.split("=")[0]
+        with pytest.raises(NMTError, match=rf"--resume cannot change {key} \("):
+            _tiny_run(toy_data_dir, run, change, resume=True)
+    with pytest.raises(NMTError, match="is not the one .* was trained with"):
+        _tiny_run(other_vocab_data, run, resume=True)
+    assert (run / "config.yaml").read_text() == recorded  # nothing rewritten
+    summary = _tiny_run(toy_data_dir, run, "train.max_steps=3", "train.log_every=1", resume=True)
+    assert summary["steps"] == 3  # budgets and logging take effect
+
+
+def test_averaging_checkpoints_of_different_vocabularies_is_refused(
+    toy_data_dir, other_vocab_data, tmp_path
+):
+    from nmt import checkpoint
+    from nmt.errors import NMTError
+
+    _tiny_run(toy_data_dir, tmp_path / "a")
+    _tiny_run(other_vocab_data, tmp_path / "b")  # the same shapes: averaging would "work"
+    paths = [tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt"]
+    with pytest.raises(NMTError, match="its vocabulary differs from that of"):
+        checkpoint.average(paths, tmp_path / "avg.pt")
+    assert not (tmp_path / "avg.pt").exists()
+
+
+def test_evaluate_refuses_a_data_dir_of_another_language_pair(tiny_checkpoint, other_vocab_data):
+    from nmt.errors import NMTError
+    from nmt.evaluate import EvalInputs, evaluate
+
+    with pytest.raises(NMTError, match="is xx->yy, the model translates src->tgt"):
+        evaluate(EvalInputs(checkpoint=tiny_checkpoint, data_dir=other_vocab_data))
