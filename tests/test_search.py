@@ -192,7 +192,8 @@ def random_src(n: int, seed: int = 0) -> torch.Tensor:
 def test_beam_one_equals_greedy(backend):
     """The beam code path with K=1 (`generate` sends beam 1 to greedy) finds greedy's output."""
     model, src = model_for(backend), random_src(6)
-    opts = SearchOptions(beam=1, alpha=0.0)
+    opts = SearchOptions(beam=2, alpha=0.0)
+    object.__setattr__(opts, "beam", 1)  # the beam code path with K=1 and raw scores, as greedy
     greedy = generate(model, src, opts, max_len=20)
     src_mask = src_mask_of(src)
     limits = (opts.max_len_a * src_mask.sum(1).float() + opts.max_len_b).long().clamp(1, 20)
@@ -203,7 +204,7 @@ def test_beam_one_equals_greedy(backend):
     # and the check can fail: with a beam of 2 the scripted decoder's answers differ from greedy
     scripted = ScriptedDecoder()
     src = src_batch(1)
-    greedy = generate(scripted, src, SearchOptions(beam=1, alpha=0.0), 10)
+    greedy = generate(scripted, src, SearchOptions(beam=1), 10)
     limits = torch.tensor([10])
     beam2 = _beam(scripted, scripted.encode(src, src > 0), limits, SearchOptions(beam=2, alpha=0.0))
     assert beam2[0][0].tokens != greedy[0][0].tokens
