@@ -804,11 +804,16 @@ def test_interrupted_preprocess_leaves_nothing_and_the_next_run_starts_clean(tmp
     args = ["--out", out, "--src", "en", "--tgt", "de", "--vocab-size", VOCAB, "--train-prefix"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "nmt", "preprocess", *map(str, args), str(prefix)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    first = proc.stderr.readline()  # the read stage is done: the work dir exists
-    assert first.startswith("read: "), first
-    proc.send_signal(sig)
-    rest = proc.communicate(timeout=120)[1]
+    for _ in range(3):  # on a loaded machine the signal can land after the run has finished
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+        first = proc.stderr.readline()  # the read stage is done: the work dir exists
+        assert first.startswith("read: "), first
+        proc.send_signal(sig)
+        rest = proc.communicate(timeout=120)[1]
+        if proc.returncode != 0:
+            break
+        assert f"wrote {out}" in rest, rest  # exit 0 only for a run that finished its work
+        shutil.rmtree(out)
     assert proc.returncode != 0
     assert "Traceback" not in rest
     assert not out.exists()
