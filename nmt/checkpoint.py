@@ -48,6 +48,7 @@ class RunState:
     optimizer: dict | None = None
     scheduler: dict | None = None
     rng: dict | None = None
+    calibration: dict | None = None  # the trust flags' thresholds (`nmt.flags.Calibration`)
     extra: dict = field(default_factory=dict)  # e.g. averaged_from
 
     def to_dict(self) -> dict:
@@ -65,6 +66,8 @@ class RunState:
             "progress": self.progress,
             **self.extra,
         }
+        if self.calibration is not None:
+            state["calibration"] = self.calibration
         for key in _TRAINING_KEYS:
             if getattr(self, key) is not None:
                 state[key] = getattr(self, key)
@@ -79,6 +82,7 @@ class RunState:
                 _tensor_to_bytes(tok["src"]), _tensor_to_bytes(tgt) if tgt is not None else None
             )
             known = {"format", "version", "config", "model", "tokenizer", "data", "progress"}
+            known.add("calibration")
             return cls(
                 config=from_dict(Config, state["config"]),
                 model=state["model"],
@@ -86,6 +90,7 @@ class RunState:
                 data=dict(state.get("data") or {}),
                 progress=dict(state.get("progress") or {}),
                 **{k: state.get(k) for k in _TRAINING_KEYS},
+                calibration=state.get("calibration"),
                 extra={k: v for k, v in state.items() if k not in known | set(_TRAINING_KEYS)},
             )
         except (KeyError, TypeError, AttributeError) as e:
@@ -93,7 +98,13 @@ class RunState:
 
     def inference_only(self) -> RunState:
         return RunState(
-            self.config, self.model, self.tokenizer, self.data, self.progress, extra=self.extra
+            self.config,
+            self.model,
+            self.tokenizer,
+            self.data,
+            self.progress,
+            calibration=self.calibration,
+            extra=self.extra,
         )
 
 

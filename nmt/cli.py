@@ -212,6 +212,9 @@ def translate(
     buffer: int | None = typer.Option(
         None, help="Translate and flush every N lines (default: 1 when typed in, else chunks)."
     ),
+    flags: Path | None = typer.Option(
+        None, help="Write the trust checks of each line to this JSONL file (see nmt.flags)."
+    ),
     decode: SearchOptions = SearchOptions(),
 ) -> None:
     """Translate files or stdin, one output line per input line, in order."""
@@ -224,6 +227,7 @@ def translate(
         output=output,
         buffer=buffer,
         progress=not quiet and sys.stderr.isatty(),
+        flags=flags,
     )
     views = Views(attention_layer, attention_heads, self_attention)
     attention = AttentionOutput(alignment=alignment, plot_dir=attention_plot, views=views)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nmt.config import Config, from_dict
 from nmt.errors import NMTError
+from nmt.flags import Calibration
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import EOS_ID, Tokenizer
 from nmt.translator import RuntimeOptions, TranslatorBase
@@ -82,6 +83,7 @@ class CT2Translator(TranslatorBase):
         self.model, self.tokenizer, self.cfg, self.manifest = model, tokenizer, cfg, manifest
         self.max_len = cfg.model.max_len
         self.src_lang, self.tgt_lang = manifest.get("src_lang"), manifest.get("tgt_lang")
+        self.calibration = Calibration.from_dict(manifest.get("calibration"))
         # int8 weights: results of a padded sentence depend on its batch (see `search`)
         self.padding_sensitive = str(manifest.get("quantization", "")).startswith("int8")
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from nmt import datadir, languages
 from nmt.errors import NMTError
 from nmt.files import one_line, read_text_lines, write_text
+from nmt.flags import json_line, summary
 from nmt.runtimes import open_translator
-from nmt.scores import score
+from nmt.scores import bleu, score
 from nmt.search_options import SearchOptions
 from nmt.translator import NOTE_KINDS, LineNote, RuntimeOptions
 
@@ -84,17 +85,34 @@ def evaluate(
         result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
             raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
-        hyps = _translate(translator, srcs, decode, result)
-        output = outputs.output
-        if output is None and outputs.json_out is not None:  # keep them for `nmt report`
-            output = Path(outputs.json_out).with_suffix(".hyp")
-        if output is not None:
-            write_text(Path(output), "".join(one_line(h) + "\n" for h in hyps))
-            result["hypotheses"] = str(Path(output).resolve())
+        best = _translate(translator, srcs, decode, result)
+        hyps = [t.text for t in best]
+        flags = [t.flags for t in best]
+        result["trust_flags"] = summary(flags, hyps, refs, lambda h, r: bleu(h, r, tgt_lang))
+        _write_outputs(outputs, hyps, flags, result)
     result.update(score(hyps, refs, tgt_lang))
     if outputs.json_out is not None:
         write_text(Path(outputs.json_out), json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _write_outputs(outputs: EvalOutputs, hyps: list[str], flags: list, result: dict) -> None:
+    """The translations (`-o`, or beside `--json` for `nmt report`) and their trust checks
+    (HYP.flags.jsonl beside them)."""
+    output = outputs.output
+    if output is None and outputs.json_out is not None:  # keep them for `nmt report`
+        output = Path(outputs.json_out).with_suffix(".hyp")
+    if output is None:
+        return
+    write_text(Path(output), "".join(one_line(h) + "\n" for h in hyps))
+    flags_path = flags_file(Path(output))
+    write_text(flags_path, "".join(json_line(n, f) + "\n" for n, f in enumerate(flags, 1)))
+    result.update(hypotheses=str(Path(output).resolve()), flags=str(flags_path.resolve()))
+
+
+def flags_file(hyp: Path) -> Path:
+    """Where the trust checks of a hypothesis file go: HYP.flags.jsonl."""
+    return hyp.with_name(hyp.name + ".flags.jsonl")
 
 
 def _check_languages(translator, meta: dict, data_dir) -> None:
@@ -112,8 +130,8 @@ def _check_languages(translator, meta: dict, data_dir) -> None:
         )
 
 
-def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict) -> list[str]:
-    """The best translation of each line, timed into `result`, with how many lines each kind
+def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict) -> list:
+    """The best `Translation` of each line, timed into `result`, with how many lines each kind
     of `LineNote` was heard for."""
     notes = dict.fromkeys(NOTE_KINDS, 0)
 
@@ -121,13 +139,13 @@ def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict)
         notes[note.kind] += 1
 
     t0 = time.perf_counter()
-    hyps = [r[0].text for r in translator.translate_detailed(srcs, decode, warn=count)]
+    best = [r[0] for r in translator.translate_detailed(srcs, decode, warn=count)]
     seconds = time.perf_counter() - t0
     result.update(
         beam=decode.beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)
     )
     result["lines_with"] = notes
-    return hyps
+    return best
 
 
 def format_table(result: dict) -> str:
@@ -140,8 +158,22 @@ def format_table(result: dict) -> str:
             f", beam {result['beam']}, {result['seconds']} s ({result['sents_per_s']} sentences/s)"
         )
     rows.append(extra)
+    trust = result.get("trust_flags")
+    if trust:
+        rows.append(_trust_row(trust))
     notes = result.get("lines_with", {})
     if any(notes.values()):
         what = "; ".join(f"{text}: {notes[k]}" for k, text in NOTE_KINDS.items() if notes.get(k))
         rows.append(f"lines with {what}")
     return "\n".join(rows)
+
+
+def _trust_row(trust: dict) -> str:
+    fired = ", ".join(f"{c} {n}" for c, n in trust["lines"].items() if n) or "none"
+    calibrated = "" if trust["calibrated"] else " (uncalibrated model: two checks skipped)"
+    row = f"trust flags{calibrated}: {fired}; {trust['flagged']} lines flagged"
+    if trust["flagged"] and trust["bleu_unflagged"] is not None:
+        row += (
+            f", BLEU {trust['bleu_flagged']:.2f} flagged vs {trust['bleu_unflagged']:.2f} unflagged"
+        )
+    return row

@@ -171,6 +171,7 @@ def export(ckpt: Path, out: Path, quantization: str = "float32", force: bool = F
             "quantization": quantization,
             "src_lang": state.data.get("src_lang"),
             "tgt_lang": state.data.get("tgt_lang"),
+            "calibration": state.calibration,
             "config": to_dict(cfg),
             "source_checkpoint": str(ckpt),
             "source_checkpoint_sha256": sha256(Path(ckpt)),

@@ -131,3 +131,11 @@ class Hypothesis:
 def length_penalty(length, alpha: float):
     """GNMT's ((5 + length) / 6) ** alpha; `length` counts EOS (an int or a tensor)."""
     return ((5.0 + length) / 6.0) ** alpha
+
+
+def mean_logprob(h: Hypothesis, opts: SearchOptions) -> float:
+    """The model's mean log-probability per output token (end of sentence included when the
+    output ended): beam search scores are divided by the length penalty, undone here."""
+    n = len(h.tokens) + h.ended
+    total = h.score * length_penalty(n, opts.alpha) if opts.beam > 1 else h.score
+    return total / max(n, 1)

@@ -9,6 +9,7 @@ import torch
 from nmt import checkpoint
 from nmt.config import Config
 from nmt.errors import NMTError
+from nmt.flags import Calibration
 from nmt.models.base import use_fast_cuda_kernels
 from nmt.search import decode_corpus
 from nmt.search_options import Hypothesis, SearchOptions
@@ -37,7 +38,9 @@ class TorchTranslator(TranslatorBase):
         state = checkpoint.read(Path(path))
         model = checkpoint.model_of(state, Path(path)).to(device)
         languages = state.data.get("src_lang"), state.data.get("tgt_lang")
-        return cls(model, state.tokenizer, state.config, device, languages)
+        translator = cls(model, state.tokenizer, state.config, device, languages)
+        translator.calibration = Calibration.from_dict(state.calibration)
+        return translator
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)

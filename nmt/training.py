@@ -25,11 +25,12 @@ from nmt import checkpoint, datadir, files, runlog, scores
 from nmt.batching import Prefetcher, TrainBatches, bucket_batches, collate
 from nmt.config import RESUME_FIXED, Config, dump_config
 from nmt.errors import Interrupted, NMTError
+from nmt.flags import Calibration
 from nmt.models.backends import build_model
 from nmt.models.base import use_fast_cuda_kernels
 from nmt.optim import METRICS, OPTIMIZERS, lr_lambda
 from nmt.search import decode_corpus
-from nmt.search_options import SearchOptions
+from nmt.search_options import SearchOptions, mean_logprob
 from nmt.signals import StopRequest
 from nmt.tokenizer import PAD_ID
 
@@ -177,6 +178,7 @@ class ValidData:
     src: list[list[int]]  # source ids for BLEU
     refs: list[str]  # raw references, aligned with `src`
     tgt_lang: str | None  # the data's target language: picks the BLEU tokenizer
+    ref_ratios: list[float]  # reference/source length in pieces: the trust flags' range
 
 
 def validation_data(cfg: Config, device) -> ValidData | None:
@@ -200,7 +202,8 @@ def validation_data(cfg: Config, device) -> ValidData | None:
     refs = files.read_text_lines(datadir.raw_text(cfg.data.dir, "valid")[1])[: len(rows["src_len"])]
     src = [rows["src_ids"][i] for i in keep]
     tgt_lang = datadir.read_meta(cfg.data.dir).get("tgt_lang")
-    return ValidData(batches, src, [refs[i] for i in keep], tgt_lang)
+    ratios = [(rows["tgt_len"][i] - 1) / max(rows["src_len"][i] - 1, 1) for i in keep]
+    return ValidData(batches, src, [refs[i] for i in keep], tgt_lang, ratios)
 
 
 @torch.no_grad()
@@ -220,6 +223,8 @@ def validation_scores(model, cfg: Config, valid: ValidData, tokenizer, device) -
         hyps = decode_corpus(model, valid.src[:n], opts, cfg.model.max_len, device)
         texts = [tokenizer.decode_tgt(h[0].tokens) for h in hyps]
         result["bleu"] = scores.bleu(texts, valid.refs[:n], valid.tgt_lang)
+        logprobs = [mean_logprob(h[0], opts) for h in hyps]
+        result["calibration"] = Calibration.from_validation(valid.ref_ratios, logprobs)
     model.train()
     return result
 
@@ -326,6 +331,7 @@ class Trainer:
         )
         self.model, self.optimizer, self.scheduler = self._build()
         self.progress = Progress()
+        self.calibration: Calibration | None = None  # the trust flags', from the last validation
         if state is not None:
             self._restore(state)
         if self.main:
@@ -390,6 +396,7 @@ class Trainer:
         _restore_fused(self.optimizer, self.device)
         self.scheduler.load_state_dict(state.scheduler)
         self.progress = Progress(**state.progress)
+        self.calibration = Calibration.from_dict(state.calibration)
         _set_rng_state(state.rng)
 
     def _announce(self, resumed: bool) -> None:
@@ -553,6 +560,7 @@ class Trainer:
             result = validation_scores(
                 self.model, self.cfg, self.valid, self.tokenizer, self.device
             )
+            self.calibration = result.pop("calibration", self.calibration)
         if result:
             self.log.valid(p.step, result, p.train_seconds / 60)
             p.history.append({"step": p.step, **result})
@@ -587,6 +595,7 @@ class Trainer:
             tokenizer=self.tokenizer,
             data=datadir.languages(self.meta),
             progress=dict(self.progress.__dict__),
+            calibration=self.calibration.to_dict() if self.calibration else None,
         )
         if not inference_only:
             state.optimizer = self.optimizer.state_dict()

@@ -15,6 +15,7 @@ from pathlib import Path
 from nmt.attention_views import Views, plot_attention, plot_views
 from nmt.errors import NMTError
 from nmt.files import atomic_write, disk_error, one_line, read_lines, remove_stale_temps
+from nmt.flags import json_line
 from nmt.runtimes import open_translator
 from nmt.search_options import SearchOptions
 from nmt.translator import NOTE_KINDS, STREAM_LINES, LineNote, RuntimeOptions, Translation
@@ -33,6 +34,7 @@ class TranslateIO:
     output: Path | None = None
     buffer: int | None = None
     progress: bool = False  # a progress bar on stderr (not with a buffer)
+    flags: Path | None = None  # the trust checks of each line, as JSON lines
 
     def __post_init__(self):
         for p in self.inputs:
@@ -96,7 +98,7 @@ def run_translation(
     bar = _progress_bar() if streams.progress and buffer is None else None
     n = 0
     try:
-        with _output(streams.output) as out:
+        with _output(streams.output) as out, _flags_output(streams.flags) as flags_out:
             stream = translator.translate_stream(
                 read_lines(streams.inputs),
                 opts,
@@ -106,6 +108,8 @@ def run_translation(
             )
             for n, nbest in enumerate(stream, 1):
                 out.write(_format(nbest, opts.n_best, attention.alignment) + "\n")
+                if flags_out is not None:
+                    flags_out.write(json_line(n, nbest[0].flags) + "\n")
                 if buffer is not None:
                     out.flush()
                 _plot(nbest[0], n, attention, translator.cfg.model.backend)
@@ -118,6 +122,17 @@ def run_translation(
         if count > MAX_NOTES:
             log(f"warning: {count} lines in all with {NOTE_KINDS[kind]}")
     return n
+
+
+@contextmanager
+def _flags_output(path: Path | None):
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    remove_stale_temps(path.parent, path.name)
+    with atomic_write(path) as f:
+        yield f
 
 
 def _progress_bar():

@@ -16,7 +16,8 @@ from typing import Any
 
 from nmt.config import Config
 from nmt.errors import NMTError
-from nmt.search_options import Hypothesis, SearchOptions
+from nmt.flags import Calibration, LineFacts, check
+from nmt.search_options import Hypothesis, SearchOptions, mean_logprob
 from nmt.tokenizer import EOS, UNK_ID, Tokenizer
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's mark of a preceding space
@@ -69,6 +70,7 @@ class Translation:
     # self-attention, each (layers, heads, rows, cols); see TranslatorBase.translate_detailed
     maps: dict[str, Any] | None = None  # torch tensors
     ended: bool = True  # False: stopped by the length limit before its end-of-sentence
+    flags: dict | None = None  # trust checks (`nmt.flags.check`): what fired, and the values
 
     def alignment(self) -> str:
         """Word alignment `i-j` (Pharaoh format, sorted): word i of the source line as given
@@ -107,7 +109,8 @@ class TranslatorBase:
     """What every translator shares: string in, `Translation`s out, in input order, streaming.
 
     Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention`, `src_lang` and `tgt_lang`
-    (the training data's languages, None when unknown) and implement `seed(seed)`
+    (the training data's languages, None when unknown), `calibration` (None when the model has
+    none) and implement `seed(seed)`
     and `search(ids, opts)`: n-best `Hypothesis` lists per encoded sentence (ids end with EOS,
     none empty), in input order.
     """
@@ -118,6 +121,7 @@ class TranslatorBase:
     has_attention: bool
     src_lang: str | None = None
     tgt_lang: str | None = None
+    calibration: Calibration | None = None  # of the trust flags, from the validation split
 
     def seed(self, seed: int) -> None:
         """Seed the random draws of sampling."""
@@ -161,22 +165,30 @@ class TranslatorBase:
         hyps = self.search(ids, opts) if ids else []
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
         for k, i in enumerate(todo):
-            out[i] = [self._translation(ids[k], h, opts, maps) for h in hyps[k]]
-            if not out[i][0].ended:
+            source = sentences[i].strip()
+            out[i] = [self._translation(source, ids[k], h, opts, maps) for h in hyps[k]]
+            if "cut" in out[i][0].flags["flags"]:
                 message = "output stopped by the length limit before its end"
                 warn(LineNote(i, "cut", f"{message} ({len(hyps[k][0].tokens)} tokens)"))
         return out
 
-    def _translation(self, src_ids: list[int], h: Hypothesis, opts: SearchOptions, maps: bool):
+    def _translation(
+        self, source: str, src_ids: list[int], h: Hypothesis, opts: SearchOptions, maps: bool
+    ) -> Translation:
         pieces = opts.attention
+        text = self.tokenizer.decode_tgt(h.tokens)
+        facts = LineFacts(
+            source, text, len(src_ids) - 1, len(h.tokens), mean_logprob(h, opts), h.ended
+        )
         return Translation(
-            self.tokenizer.decode_tgt(h.tokens),
+            text,
             h.score,
             self.tokenizer.src_pieces(src_ids[:-1]) + [EOS] if pieces else [],
             self.tokenizer.tgt_pieces(h.tokens) + [EOS] if pieces else [],
             h.attention,
             self.attention_maps(src_ids, h.tokens) if maps else None,
             ended=h.ended,
+            flags=check(facts, self.calibration),
         )
 
     def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, Any]:

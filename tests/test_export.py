@@ -119,6 +119,19 @@ def test_int8_translates_a_sentence_the_same_in_any_batch(toy):
         ]
 
 
+@pytest.mark.parametrize("beam", [1, 5])
+def test_trust_flags_are_the_same_on_both_engines(toy, beam):
+    a, b = both(toy, SearchOptions(beam=beam, max_len_a=0.5, max_len_b=1))  # some cut short
+    pairs = [(x[0].flags, y[0].flags) for x, y in zip(a, b) if x[0].text == y[0].text]
+    assert len(pairs) >= 0.95 * len(a) and any("cut" in f["flags"] for f, _ in pairs)
+    for f, g in pairs:
+        assert f["calibrated"] and g["calibrated"]  # the export carries the calibration
+        assert {k: v for k, v in f.items() if k != "mean_logprob"} == {
+            k: v for k, v in g.items() if k != "mean_logprob"
+        }
+        assert f["mean_logprob"] == pytest.approx(g["mean_logprob"], abs=1e-3)
+
+
 def test_nbest_comes_ranked_with_scores(toy):
     a, b = both(toy, SearchOptions(beam=4, n_best=3, alpha=1.0))
     for x, y in zip(a, b):
