@@ -20,6 +20,7 @@ import time
 import torch
 
 from nmt import search
+from nmt.files import read_text_lines
 from nmt.runtimes import open_translator
 from nmt.search_options import SearchOptions, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--old-stop", action="store_true")
     ap.add_argument("--show", type=int, default=10)
     args = ap.parse_args()
-    lines = open(args.src, encoding="utf-8").read().split("\n")[:-1]
+    lines = read_text_lines(args.src)
     opts = SearchOptions(beam=args.beam, no_repeat_ngram=args.no_repeat_ngram)
     if args.old_stop:
         search._sentences_done = old_stop_rule()

@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 from nmt.errors import Interrupted, NMTError
-from nmt.export import QUANTIZATIONS
+from nmt.export import MAX_BLEU_DROP, QUANTIZATIONS
 from nmt.search_options import SearchOptions
 
 app = typer.Typer(
@@ -241,12 +241,40 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="CTranslate2 model dir to write."),
     quantization: str = typer.Option("float32", help=f"Weight type: {', '.join(QUANTIZATIONS)}."),
     force: bool = typer.Option(False, help="Replace an existing output dir."),
+    valid: tuple[Path, Path] | None = typer.Option(
+        None, help="SRC REF to prove the export on (default: the data dir's validation split)."
+    ),
+    max_bleu_drop: float = typer.Option(
+        MAX_BLEU_DROP, help="Reference BLEU a quantized export may lose (on 500+ lines)."
+    ),
 ) -> None:
-    """Export a Transformer checkpoint to CTranslate2 (run it with translate/evaluate -c DIR)."""
+    """Export a Transformer checkpoint to CTranslate2 (run it with translate/evaluate -c DIR),
+    check it against the torch model and write its MODEL_CARD.md."""
     from nmt.export import export as run_export
 
-    run_export(ckpt, output, quantization, force=force)
-    _say(f"exported {ckpt} ({quantization}) to {output}")
+    manifest = run_export(ckpt, output, quantization, force, valid, max_bleu_drop)
+    _say(f"exported {ckpt} ({quantization}) to {output}; {_parity_line(manifest['parity'])}")
+
+
+def _parity_line(parity: dict) -> str:
+    if not parity["checked"]:
+        return f"parity not checked: {parity['reason']}"
+    n = parity["lines"]
+    if "bleu_drop" in parity:
+        return (
+            f"greedy BLEU on {n} validation lines: torch {parity['bleu_torch']:.2f}, export "
+            f"{parity['bleu_export']:.2f}"
+        )
+    ties = f", float ties on lines {parity['ties']}" if parity["ties"] else ""
+    return f"greedy outputs identical to torch on {parity['identical']} of {n} lines{ties}"
+
+
+@app.command()
+def card(run_dir: Path = typer.Argument(..., help="A run dir (its best.pt).")) -> None:
+    """Write MODEL_CARD.md for a trained run: languages, sizes, data, training, test scores."""
+    from nmt.card import write_card
+
+    _say(f"wrote {write_card(run_dir)}")
 
 
 @app.command()

@@ -189,6 +189,8 @@ def check_tsv_fields(path: Path) -> None:
     with open_bytes(path) as f:
         width = f.readline().count(b"\t") + 1
         for i, row in enumerate(f, start=2):
+            if b"\r" in row.rstrip(b"\r\n"):  # the parser would end a row there
+                raise NMTError(f"{path}:{i}: a carriage return inside a row")
             fields = row.count(b"\t") + 1
             if fields != width:
                 raise NMTError(

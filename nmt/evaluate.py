@@ -35,10 +35,16 @@ class EvalInputs:
         if self.hypothesis is not None:
             if self.reference is None:
                 raise NMTError("--hypothesis needs --reference")
+            if self.checkpoint is not None or self.source is not None:
+                raise NMTError(
+                    "--hypothesis scores a file: -c/--checkpoint and --source do not apply"
+                )
         elif self.checkpoint is None:
             raise NMTError("give --checkpoint (to translate) or --hypothesis (to score a file)")
         elif self.source is not None and self.reference is None:
             raise NMTError("--source needs --reference")
+        elif self.source is not None and (self.data_dir is not None or self.split != "test"):
+            raise NMTError("--source/--reference replace a data dir split: leave out -d/--split")
         elif self.source is None and self.split not in ("valid", "test"):
             raise NMTError(f"--split must be valid or test, not {self.split!r}")
 
@@ -62,8 +68,12 @@ def evaluate(
     result: dict = {}
     tgt_lang = inputs.tgt_lang
     if inputs.hypothesis is not None:
+        if decode != SearchOptions() or outputs.output is not None:
+            raise NMTError("--hypothesis scores a file: decoding flags and -o do not apply")
         hyps, refs = read_text_lines(inputs.hypothesis), read_text_lines(inputs.reference)
     else:
+        if decode.n_best > 1:
+            raise NMTError("evaluate scores the best hypothesis of each line: leave out --n-best")
         translator = open_translator(inputs.checkpoint, runtime)
         translator.seed(decode.seed)
         source, reference = inputs.source, inputs.reference

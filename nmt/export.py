@@ -15,9 +15,15 @@ import shutil
 from pathlib import Path
 
 from nmt.errors import NMTError
-from nmt.files import temp_name
+from nmt.files import temp_name, write_text
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16", "float32")
+
+
+MAX_BLEU_DROP = 1.0  # reference BLEU a quantized export may lose against the torch model
+BLEU_DROP_MIN_LINES = 500  # the bound applies on samples this large; smaller ones are reported
+PARITY_LINES = (200, 1000)  # validation lines decoded on both engines: at least, at most
+TIE = 1e-4  # differing outputs whose scores are closer than this are float ties
 
 
 def _ctranslate2():
@@ -134,14 +140,24 @@ def _converter(model, cfg, tokenizer):
     return NMTConverter()
 
 
-def export(ckpt: Path, out: Path, quantization: str = "float32", force: bool = False) -> dict:
-    """Write a CTranslate2 model dir for a Transformer checkpoint; returns its manifest.
+def export(
+    ckpt: Path,
+    out: Path,
+    quantization: str = "float32",
+    force: bool = False,
+    valid: tuple[Path, Path] | None = None,
+    max_bleu_drop: float = MAX_BLEU_DROP,
+) -> dict:
+    """Write a CTranslate2 model dir for a Transformer checkpoint, prove it against the torch
+    model (`check_parity` on `valid`, else the checkpoint's validation split) and write its
+    model card; returns its manifest with the parity result.
 
-    The dir is written under a temporary name and renamed when complete, so a failure leaves
-    nothing half-written (and an existing export is replaced only with --force).
+    The dir is written under a temporary name and renamed when complete (and parity holds), so
+    a failure leaves nothing half-written (and an existing export is replaced only with --force).
     """
     # here, not at the top: `nmt --help` imports this module for QUANTIZATIONS, without torch
     from nmt import __version__, checkpoint
+    from nmt.card import CARD, render
     from nmt.config import to_dict
     from nmt.ct2 import read_manifest, write_manifest
 
@@ -178,9 +194,74 @@ def export(ckpt: Path, out: Path, quantization: str = "float32", force: bool = F
         }
         manifest = write_manifest(tmp, tok, fields)
         read_manifest(tmp)  # the dir we wrote must pass the check every load makes
+        sample = _valid_sample(state, valid)
+        manifest["parity"] = check_parity(ckpt, tmp, quantization, sample, max_bleu_drop)
+        card = render(state, Path(ckpt), {"quantization": quantization, **manifest})
+        write_text(tmp / CARD, card)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _valid_sample(state, valid: tuple[Path, Path] | None):
+    """Source and reference lines to prove the export on: `valid`, else the validation split
+    of the checkpoint's data dir; None when there is neither."""
+    from nmt import datadir
+    from nmt.files import read_text_lines
+
+    if valid is None:
+        data_dir = state.config.data.dir
+        if not datadir.has_split(data_dir, "valid"):
+            return None
+        valid = datadir.raw_text(data_dir, "valid")
+    srcs, refs = (read_text_lines(Path(p)) for p in valid)
+    if len(srcs) != len(refs):
+        raise NMTError(f"--valid: {len(srcs)} source lines but {len(refs)} reference lines")
+    keep = [i for i, s in enumerate(srcs) if s.strip()][: PARITY_LINES[1]]
+    return [srcs[i] for i in keep], [refs[i] for i in keep]
+
+
+def check_parity(ckpt, export_dir, quantization, sample, max_bleu_drop=MAX_BLEU_DROP) -> dict:
+    """Decode the sample greedily on both engines. float32: the outputs must agree except for
+    float ties (scores within TIE); a quantized export may lose at most `max_bleu_drop`
+    reference BLEU (on samples of BLEU_DROP_MIN_LINES lines or more). A failure is an
+    NMTError naming the first differing line."""
+    from nmt.ct2 import CT2Translator
+    from nmt.scores import bleu
+    from nmt.search_options import SearchOptions
+    from nmt.torch_translator import TorchTranslator
+
+    if sample is None:
+        return {"checked": False, "reason": "no validation split; give --valid SRC REF"}
+    srcs, refs = sample
+    opts, quiet = SearchOptions(beam=1), lambda note: None
+    ref_engine, exported = TorchTranslator.open(ckpt), CT2Translator.open(export_dir)
+    a = [t[0] for t in ref_engine.translate_detailed(srcs, opts, warn=quiet)]
+    b = [t[0] for t in exported.translate_detailed(srcs, opts, warn=quiet)]
+    result = {"checked": True, "lines": len(srcs), "few_lines": len(srcs) < PARITY_LINES[0]}
+    if quantization != "float32":
+        lang = ref_engine.tgt_lang
+        bt, be = (bleu([t.text for t in x], refs, lang) for x in (a, b))
+        enforced = len(srcs) >= BLEU_DROP_MIN_LINES
+        result |= {"bleu_torch": round(bt, 2), "bleu_export": round(be, 2)}
+        result |= {"bleu_drop": round(bt - be, 2), "max_bleu_drop": max_bleu_drop}
+        result["enforced"] = enforced
+        if enforced and bt - be > max_bleu_drop:
+            raise NMTError(
+                f"export parity failed: {quantization} loses {bt - be:.2f} BLEU against the "
+                f"torch model on {len(srcs)} validation lines (bound --max-bleu-drop "
+                f"{max_bleu_drop}); nothing was written"
+            )
+        return result
+    differ = [i for i, (x, y) in enumerate(zip(a, b)) if x.text != y.text]
+    ties = [i + 1 for i in differ if abs(a[i].score - b[i].score) < TIE]
+    for i in differ:
+        if i + 1 not in ties:
+            raise NMTError(
+                f"export parity failed on validation line {i + 1}: torch {a[i].text!r} "
+                f"({a[i].score:.4f}), export {b[i].text!r} ({b[i].score:.4f}); nothing was written"
+            )
+    return result | {"identical": len(srcs) - len(differ), "ties": ties}

@@ -153,7 +153,8 @@ def _read_buckets(run: Run) -> None:
         )
         return
     meta = datadir.meta_if_any(data_dir)
-    tgt_lang = meta.get("tgt_lang") if meta is not None else None
+    # the language evaluate scored with, else the data's
+    tgt_lang = (run.results or {}).get("tgt_lang") or (meta or {}).get("tgt_lang")
     try:
         lengths = source_lengths(srcs, data_dir)
     except (OSError, RuntimeError) as e:

@@ -31,7 +31,7 @@ def bleu_tokenizer(tgt_lang: str | None, refs: list[str] | None = None) -> str:
         _warn(
             f"the references look Chinese, Japanese or Korean but the target language {given}: "
             "BLEU uses the 13a tokenizer, which scores unsegmented text far too low; give the "
-            "language (e.g. --tgt-lang zh)"
+            "language (evaluate --tgt-lang zh, or preprocess --tgt zh for the data dir)"
         )
     if name.endswith("mecab"):
         from sacrebleu.metrics import BLEU

@@ -15,7 +15,7 @@ from typing import Any
 from nmt.errors import NMTError
 
 BEAM = 5  # default beam size (1 when sampling)
-SAMPLING_ONLY = ("temperature", "top_k", "top_p")  # fields that only sampling reads
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "seed")  # fields that only sampling reads
 
 
 def _flag(flag: str, help: str, short: str | None = None) -> dict:

@@ -17,6 +17,7 @@ from nmt.errors import NMTError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
 BOS, EOS = "<s>", "</s>"  # their pieces: SentencePiece's defaults, which training keeps
+PAD, UNK = "<pad>", "<unk>"  # the same for padding and unknown text
 # Sentences SentencePiece trains on (a random sample of bigger corpora): its time and memory
 # grow with the sample, and on big corpora it is the slowest and largest preprocessing stage.
 SPM_SAMPLE_SENTENCES = 1_000_000

@@ -18,7 +18,7 @@ from nmt.config import Config
 from nmt.errors import NMTError
 from nmt.flags import Calibration, LineFacts, check
 from nmt.search_options import Hypothesis, SearchOptions, mean_logprob
-from nmt.tokenizer import EOS, UNK_ID, Tokenizer
+from nmt.tokenizer import BOS, EOS, PAD, UNK, UNK_ID, Tokenizer
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's mark of a preceding space
 STREAM_LINES = 5000  # lines read, sorted by length and translated together when streaming
@@ -78,30 +78,39 @@ class Translation:
         attends most to one of word i's pieces. Special tokens (</s>) take no part."""
         if self.attention is None:
             return ""
-        src_words, tgt_words = word_ids(self.src_pieces[:-1]), word_ids(self.tgt_pieces[:-1])
+        src_words = word_ids(self.src_pieces[:-1])
+        tgt_words = word_ids(self.tgt_pieces[:-1], output=True)
         cols = [c for c, w in enumerate(src_words) if w is not None]
         if not cols:
             return ""
         links = set()
         for row, j in enumerate(tgt_words):
             if j is not None:
-                weights = [float(self.attention[row][c]) for c in cols]
-                links.add((src_words[cols[weights.index(max(weights))]], j))
+                values = self.attention[row]  # torch, numpy, or a list
+                weights = list(values.tolist() if hasattr(values, "tolist") else values)
+                best = max(cols, key=lambda c: weights[c])
+                links.add((src_words[best], j))
         return " ".join(f"{i}-{j}" for i, j in sorted(links))
 
 
-def word_ids(pieces: list[str]) -> list[int | None]:
+def word_ids(pieces: list[str], output: bool = False) -> list[int | None]:
     """The word (0, 1, ...) each SentencePiece piece belongs to, words being the
     whitespace-separated tokens of the text the pieces spell; None for a piece of whitespace
-    alone. A piece starting with the word boundary mark starts a word once it has text."""
+    alone and for special pieces (<s>, <pad>, </s>). A piece starting with the word boundary
+    mark starts a word once it has text. In an `output`, <unk> is decoded as a word of its own
+    (" ⁇ "); in an input it stands for the unknown text where it was."""
     ids: list[int | None] = []
     word, boundary = -1, True
     for piece in pieces:
+        if piece in (BOS, PAD, EOS):
+            ids.append(None)
+            continue
         if piece.startswith(WORD_BOUNDARY):
             boundary, piece = True, piece.lstrip(WORD_BOUNDARY)
-        if piece and boundary:
+        if piece and (boundary or (output and piece == UNK)):
             word, boundary = word + 1, False
         ids.append(word if piece else None)
+        boundary = boundary or (output and piece == UNK)
     return ids
 
 

@@ -311,3 +311,80 @@ def test_bad_input_is_a_one_line_error(toy, tmp_path):
     )
     with pytest.raises(NMTError, match="transformer"):
         export(rnn, tmp_path / "r2")
+
+
+# --- the export proves itself: parity with torch, a model card ---------------------------------
+
+
+def test_parity_holds_on_a_correct_export_and_the_card_says_so(toy):
+    manifest = export(toy["ckpt"], toy["tmp"] / "proved")
+    parity = manifest["parity"]
+    assert parity["checked"] and parity["identical"] + len(parity["ties"]) == parity["lines"]
+    card = (toy["tmp"] / "proved" / "MODEL_CARD.md").read_text()
+    assert f"identical to the torch model's on {parity['identical']} of {parity['lines']}" in card
+
+
+def test_parity_fails_an_export_with_a_perturbed_weight(toy, monkeypatch):
+    from nmt import export as export_module
+
+    real = export_module._spec
+
+    def perturbed(model, cfg, tok):
+        spec = real(model, cfg, tok)
+        w = spec.decoder.layer[0].ffn.linear_1.weight
+        spec.decoder.layer[0].ffn.linear_1.weight = w + np.random.default_rng(0).normal(
+            0, 0.5, w.shape
+        ).astype(w.dtype)
+        return spec
+
+    monkeypatch.setattr(export_module, "_spec", perturbed)
+    with pytest.raises(NMTError, match="export parity failed on validation line"):
+        export(toy["ckpt"], toy["tmp"] / "broken")
+    assert not (toy["tmp"] / "broken").exists()
+
+
+def test_quantized_export_reports_and_bounds_its_bleu_drop(toy, tmp_path):
+    manifest = export(toy["ckpt"], tmp_path / "q8", quantization="int8")
+    parity = manifest["parity"]
+    assert parity["checked"] and not parity["enforced"]  # 50 validation lines: reported only
+    assert parity["bleu_drop"] == pytest.approx(
+        parity["bleu_torch"] - parity["bleu_export"], abs=0.02
+    )
+    src, ref = tmp_path / "v.src", tmp_path / "v.ref"
+    src.write_text("\n".join(toy["src"] * 10) + "\n")
+    ref.write_text("\n".join(toy["ref"] * 10) + "\n")
+    with pytest.raises(NMTError, match="loses .* BLEU against the torch model on 500"):
+        export(toy["ckpt"], tmp_path / "q8b", "int8", valid=(src, ref), max_bleu_drop=-100.0)
+    assert not (tmp_path / "q8b").exists()
+
+
+def test_without_validation_text_the_export_says_parity_was_not_checked(toy, tmp_path):
+    import dataclasses
+
+    from nmt.config import DataConfig
+
+    state = checkpoint.read(toy["ckpt"])
+    state.config = dataclasses.replace(state.config, data=DataConfig(dir=str(tmp_path / "gone")))
+    checkpoint.save(state, tmp_path / "moved.pt")
+    manifest = export(tmp_path / "moved.pt", tmp_path / "unproved")
+    assert manifest["parity"] == {"checked": False, "reason": manifest["parity"]["reason"]}
+    card = (tmp_path / "unproved" / "MODEL_CARD.md").read_text()
+    assert "Parity with the torch model: not checked" in card
+
+
+def test_the_card_of_a_run_takes_every_number_from_its_source(trained, tmp_path):
+    import shutil as sh
+
+    run = tmp_path / "run"
+    sh.copytree(trained / "run", run)
+    nmt("evaluate", "-c", run / "best.pt", "--beam", "2", "--json", run / "results.json")
+    nmt("card", run)
+    card = (run / "MODEL_CARD.md").read_text()
+    state = checkpoint.read(run / "best.pt")
+    meta = json.loads((trained / "data" / "meta.json").read_text())
+    results = json.loads((run / "results.json").read_text())
+    assert f"Steps: {state.progress['step']}," in card
+    assert f"train: {meta['counts']['train']['kept']:,} pairs" in card
+    assert f"BLEU {results['bleu']:.2f} (`{results['bleu_signature']}`)" in card
+    cal = state.calibration
+    assert f"calibrated on {cal['lines']} validation lines" in card

@@ -619,6 +619,13 @@ def _bad_tsv_first_row_has_an_extra_field(d: Path):
     ]
 
 
+def _bad_tsv_carriage_return_inside_a_row(d: Path):
+    # the parser ended a row at a lone \r: the rest became a row of its own, shifted
+    rows = ["en\tde", "the\rdog\tder Hund"] + ["the cat\tdie Katze"] * 20
+    write_lines(d / "train.tsv", rows)
+    return ["--train-file", d / "train.tsv"], [f"{d / 'train.tsv'}:2: a carriage return"]
+
+
 def _bad_tsv_later_row_has_a_missing_field(d: Path):
     rows = ["en\tde"] + ["the cat\tdie Katze"] * 20 + ["the dog"]
     write_lines(d / "train.tsv", rows)
@@ -682,6 +689,7 @@ BAD_INPUTS = {
     "unknown-columns-jsonl": _bad_unknown_columns_jsonl_default,
     "tsv-extra-field": _bad_tsv_first_row_has_an_extra_field,
     "tsv-missing-field": _bad_tsv_later_row_has_a_missing_field,
+    "tsv-carriage-return": _bad_tsv_carriage_return_inside_a_row,
     "existing-dir": _bad_existing_dir,
     "column-without-table": _bad_column_without_a_table,
     "hub-option-without-hub": _bad_hub_option_without_hub,

@@ -60,6 +60,7 @@ HOW = {
     "nmt translate -c best.pt --n-best 5 --beam 5 input.de": RUN,
     "nmt translate -c best.pt --sample --top-p 0.9 --temperature 0.8 mono.de": RUN,
     "nmt translate -c best.pt --alignment --attention-plot plots/ input.de": RUN,
+    "nmt translate -c best.pt --flags flags.jsonl input.de": RUN,
     "nmt translate -c best.pt --attention-plot plots/ --attention-layer all --attention-heads all "
     "input.de": RUN,
     "nmt translate -c best.pt --attention-plot plots/ --attention-layer 1 --self-attention "
@@ -73,6 +74,7 @@ HOW = {
     'echo "Ein Mann fährt Fahrrad." | nmt translate -c runs/deen/ct2': RUN,
     "nmt translate -c runs/deen/ct2 --buffer 1": RUN,
     "nmt evaluate -c runs/deen/ct2 -d data-bin/multi30k-de-en --split test": RUN,
+    "nmt card runs/deen": RUN,
     "make -C recipes/multi30k-de-en all": MAKE_DRY,
     "make -C recipes/iwslt14-de-en all": MAKE_DRY,
     'make -C recipes/iwslt14-de-en all DATA=/data/iwslt14 TRAIN_ARGS="train.max_time=120"': MAKE_DRY,

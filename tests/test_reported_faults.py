@@ -141,6 +141,11 @@ def test_pieces_map_to_the_words_of_the_text():
     assert word_ids(pieces) == [0, 1, 1, 1, 1, 1, 2, 2]
     assert word_ids(["▁", "sun", "▁dog", "▁"]) == [None, 0, 1, None]
     assert word_ids(["ab", "▁c"]) == [0, 1]
+    assert word_ids(["<s>", "▁a", "b", "</s>"]) == [None, 0, 0, None]
+    # an output's <unk> is decoded as " ⁇ ": a word of its own, as the text shows
+    pieces = ["▁", "<unk>", "e", "l", "▁", "<unk>", "o"]
+    assert word_ids(pieces, output=True) == [None, 0, 1, 1, None, 2, 3]  # " ⁇ el  ⁇ o"
+    assert word_ids(pieces) == [None, 0, 0, 0, None, 1, 1]  # in an input: the unknown text
 
 
 def test_alignments_link_words_of_the_printed_texts_without_special_tokens():
@@ -223,6 +228,27 @@ def test_averaging_checkpoints_of_different_vocabularies_is_refused(
     with pytest.raises(NMTError, match="its vocabulary differs from that of"):
         checkpoint.average(paths, tmp_path / "avg.pt")
     assert not (tmp_path / "avg.pt").exists()
+
+
+def test_evaluate_refuses_flags_that_would_not_apply(tiny_checkpoint, tmp_path):
+    from nmt.errors import NMTError
+    from nmt.evaluate import EvalInputs, EvalOutputs, evaluate
+    from nmt.search_options import SearchOptions
+
+    f = tmp_path / "h.txt"
+    f.write_text("a\n")
+    with pytest.raises(NMTError, match="-c/--checkpoint and --source do not apply"):
+        EvalInputs(checkpoint=tiny_checkpoint, hypothesis=f, reference=f)
+    with pytest.raises(NMTError, match="decoding flags and -o do not apply"):
+        evaluate(EvalInputs(hypothesis=f, reference=f), SearchOptions(beam=2))
+    with pytest.raises(NMTError, match="decoding flags and -o do not apply"):
+        evaluate(EvalInputs(hypothesis=f, reference=f), outputs=EvalOutputs(output=f))
+    with pytest.raises(NMTError, match="leave out -d/--split"):
+        EvalInputs(checkpoint=tiny_checkpoint, source=f, reference=f, split="valid")
+    with pytest.raises(NMTError, match="leave out --n-best"):
+        evaluate(EvalInputs(checkpoint=tiny_checkpoint), SearchOptions(beam=2, n_best=2))
+    with pytest.raises(NMTError, match="--seed only applies to sampling"):
+        SearchOptions(seed=7)
 
 
 def test_evaluate_refuses_a_data_dir_of_another_language_pair(tiny_checkpoint, other_vocab_data):

@@ -7,6 +7,8 @@ validation and test. Needs internet; everything after it (`nmt preprocess`) runs
 import argparse
 from pathlib import Path
 
+from nmt.files import one_line  # line breaks in a text become spaces
+
 SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 
 
@@ -28,7 +30,7 @@ def main() -> None:
             tmp = a.out / f".{name}.{lang}.part"
             with open(tmp, "w", encoding="utf-8") as f:
                 for batch in ds.iter(batch_size=10_000):
-                    f.writelines(" ".join(p[lang].splitlines()) + "\n" for p in batch["translation"])
+                    f.writelines(one_line(p[lang]) + "\n" for p in batch["translation"])
             tmp.rename(a.out / f"{name}.{lang}")
         print(f"{name}: {len(ds)} pairs -> {a.out}/{name}.{{{a.src},{a.tgt}}}")
 

@@ -1,0 +1,151 @@
+"""Model cards: `MODEL_CARD.md` for a run (`nmt card RUN_DIR`) or an export dir (`nmt export`).
+
+Every number comes from where it is recorded: the checkpoint (config, progress, calibration),
+the data dir's `meta.json` (corpus counts) and the run's `results.json` (test scores with their
+sacreBLEU signatures); what is not there is said to be unknown, never estimated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nmt import checkpoint, datadir, runlog
+from nmt.checkpoint import RunState
+from nmt.files import write_text
+from nmt.search_options import SearchOptions
+
+CARD = "MODEL_CARD.md"
+
+
+def write_card(run_dir: Path) -> Path:
+    """The card of a run dir's best.pt (last.pt when there is none), written into the run dir."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / checkpoint.BEST
+    ckpt = ckpt if ckpt.is_file() else run_dir / checkpoint.LAST
+    path = run_dir / CARD
+    write_text(path, render(checkpoint.read(ckpt), ckpt))
+    return path
+
+
+def render(state: RunState, ckpt: Path, export: dict | None = None) -> str:
+    """The card's Markdown; `export` (an export's quantization and parity) for an export dir."""
+    sections = [
+        _about(state, ckpt, export),
+        _data(state),
+        _training(state),
+        _scores(Path(ckpt).parent),
+        _export(export) if export is not None else "",
+        _use(state),
+    ]
+    return "\n".join(s for s in sections if s)
+
+
+def _about(state: RunState, ckpt: Path, export: dict | None) -> str:
+    m, tok = state.config.model, state.tokenizer
+    n_params = sum(v.numel() for v in state.model.values() if v.is_floating_point())
+    src, tgt = state.data.get("src_lang", "?"), state.data.get("tgt_lang", "?")
+    runtime = f"CTranslate2 export ({export['quantization']})" if export else "torch checkpoint"
+    sizes = ", ".join(f"{k} {v}" for k, v in _sizes(m).items())
+    return (
+        f"# Model card: {src} -> {tgt}\n\n"
+        f"- Model: {m.backend}, {n_params:,} parameters ({sizes})\n"
+        f"- Vocabulary: SentencePiece, {'joint' if tok.joint else 'separate'}, source "
+        f"{tok.src_vocab_size} pieces, target {tok.tgt_vocab_size}\n"
+        f"- Runtime: {runtime}; from `{ckpt}`\n"
+    )
+
+
+def _sizes(m) -> dict:
+    names = ("encoder_layers", "decoder_layers", "d_model", "n_heads", "d_ff", "hidden", "layers")
+    return {n: getattr(m, n) for n in names if hasattr(m, n)}
+
+
+def _data(state: RunState) -> str:
+    meta = datadir.meta_if_any(state.config.data.dir)
+    if meta is None:
+        return f"## Training data\n\nUnknown: data dir `{state.config.data.dir}` is not here.\n"
+    rows = ["## Training data\n", f"Data dir `{state.config.data.dir}`:\n"]
+    for split, c in meta.get("counts", {}).items():
+        kept = c.get("kept", c.get("read"))
+        tokens = c.get("tokens", {})
+        rows.append(
+            f"- {split}: {kept:,} pairs ({c.get('read', kept):,} read), "
+            f"{tokens.get('src', '?'):,} source / {tokens.get('tgt', '?'):,} target pieces"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _training(state: RunState) -> str:
+    p = state.progress
+    minutes = p.get("train_seconds", 0) / 60
+    best = p.get("best")
+    cal = state.calibration
+    rows = [
+        "## Training\n",
+        f"- Steps: {p.get('step', 0)}, epochs: {p.get('epoch', 0)}, training time: "
+        f"{minutes:.1f} minutes",
+        f"- Best validation {state.config.train.best_metric}: "
+        + (f"{best:.2f} at step {p.get('best_step')}" if best is not None else "unknown"),
+        "- Trust flags: "
+        + (
+            f"calibrated on {cal['lines']} validation lines (length ratio "
+            f"{cal['ratio_low']}-{cal['ratio_high']}, mean token log-probability floor "
+            f"{cal['min_mean_logprob']})"
+            if cal
+            else "not calibrated (the length-ratio and confidence checks are skipped)"
+        ),
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def _scores(run_dir: Path) -> str:
+    path = run_dir / runlog.RESULTS
+    if not path.is_file():
+        return f"## Test scores\n\nNone recorded: no {runlog.RESULTS} beside the checkpoint.\n"
+    r = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        "## Test scores\n",
+        f"{r.get('sentences', '?')} sentences, beam {r.get('beam', '?')}:\n",
+    ]
+    for m in ("bleu", "chrf", "ter"):
+        if m in r:
+            rows.append(f"- {m.upper()} {r[m]:.2f} (`{r.get(m + '_signature', '')}`)")
+    return "\n".join(rows) + "\n"
+
+
+def _export(export: dict) -> str:
+    parity = export["parity"]
+    rows = ["## Export\n", f"- Quantization: {export['quantization']}"]
+    if not parity.get("checked"):
+        rows.append(f"- Parity with the torch model: not checked ({parity['reason']})")
+    elif "bleu_drop" in parity:
+        rows.append(
+            f"- Parity: greedy BLEU on {parity['lines']} validation lines, torch "
+            f"{parity['bleu_torch']:.2f}, export {parity['bleu_export']:.2f} (drop "
+            f"{parity['bleu_drop']:.2f}; bound {parity['max_bleu_drop']}"
+            + ("" if parity["enforced"] else ", not enforced under 500 lines")
+            + ")"
+        )
+    else:
+        rows.append(
+            f"- Parity: greedy outputs identical to the torch model's on {parity['identical']} "
+            f"of {parity['lines']} validation lines; float ties: {parity['ties'] or 'none'}"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _use(state: RunState) -> str:
+    d = SearchOptions()
+    return (
+        "## Use\n\n"
+        f"- Decoding defaults: beam {d.beam}, GNMT length penalty {d.alpha}, at most "
+        f"{d.max_len_a} x source length + {d.max_len_b} output pieces\n"
+        f"- Inputs over {state.config.model.max_len} pieces are truncated (with a warning)\n"
+        "- Intended use: translating text like the training data (domain and language pair "
+        "above); research and evaluation.\n"
+        "- Known limits: quality outside the training domain is unknown; characters outside "
+        "the vocabulary are lost (warned per line); a line's trust flags "
+        "(`nmt translate --flags`) point at loops, copies, cut outputs and low confidence, "
+        "not at fluent mistranslations.\n"
+    )
