@@ -343,11 +343,29 @@ def average(
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="Run dirs to compare (from `nmt train`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for report.md and its figures."),
+    compare: bool = typer.Option(
+        False, help="Two run dirs (or hypothesis files): significance and what changed."
+    ),
+    source: Path | None = typer.Option(None, help="With --compare on files: the source."),
+    reference: Path | None = typer.Option(None, help="With --compare on files: the reference."),
+    tgt_lang: str | None = typer.Option(
+        None, help="With --compare: the BLEU tokenizer's language."
+    ),
 ) -> None:
-    """Compare runs: curves, throughput, a score table and test BLEU by source length."""
-    from nmt.report import write_report
+    """Compare runs: curves, throughput, a score table and test BLEU by source length; with
+    --compare A B, a paired significance test, the sentences that changed and the trust flags."""
+    if not compare:
+        if source or reference or tgt_lang:
+            raise NMTError("--source/--reference/--tgt-lang go with --compare")
+        from nmt.report import write_report
 
-    _say(f"wrote {write_report(run_dirs, out)}")
+        _say(f"wrote {write_report(run_dirs, out)}")
+        return
+    if len(run_dirs) != 2:
+        raise NMTError(f"--compare takes two run dirs or hypothesis files, not {len(run_dirs)}")
+    from nmt.compare import compare as run_compare
+
+    _say(f"wrote {run_compare(*run_dirs, out, source, reference, tgt_lang)}")
 
 
 @app.command()

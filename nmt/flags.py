@@ -7,7 +7,7 @@ stored in checkpoints and carried by `nmt export`); a model without one skips th
 
 | check | fires when | catches | misses |
 |---|---|---|---|
-| loop | a span of 1-4 words comes 3 times in a row | outputs repeating a phrase until the length limit | loops with variations, repeats far apart |
+| loop | a span of 1-4 words comes 3 times in a row, or 1-8 letters 5 times in a row inside a word | outputs repeating a phrase or a subword until the length limit | loops with variations, repeats far apart |
 | length_ratio | output/source pieces outside the validation references' range (0.5th-99.5th percentile) | dropped clauses, runaway outputs, one-word answers to long inputs | wrong content of a plausible length |
 | copy | the output is a near-copy of the source (similarity >= 0.8, 3+ words) | untranslated lines, source echoed back | a partial copy inside a longer output; names and numbers |
 | cut | the search stopped at the length limit before an end of sentence | unfinished outputs (often loops) | outputs that ended but are still wrong |
@@ -19,12 +19,14 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 
 CHECKS = ("loop", "length_ratio", "copy", "cut", "low_confidence")
 CALIBRATED = ("length_ratio", "low_confidence")  # need a `Calibration`
 LOOP_SPAN, LOOP_TIMES = 4, 3  # longest repeated span (words), repetitions in a row
 COPY_SIMILARITY, COPY_MIN_WORDS = 0.8, 3
+_LETTER_LOOP = re.compile(r"([^\W\d_]{1,8}?)\1{4,}")  # letters (no digits) 5+ times in a row
 RATIO_PERCENTILES = (0.5, 99.5)  # of the validation references' length ratios
 CONFIDENCE_PERCENTILE = 5.0  # of the validation outputs' mean token log-probabilities
 
@@ -100,13 +102,15 @@ def check(facts: LineFacts, calibration: Calibration | None) -> dict:
 
 
 def _loop(words: list[str]) -> str | None:
-    """The first span of 1..LOOP_SPAN words repeated LOOP_TIMES times in a row, or None."""
+    """The first span of 1..LOOP_SPAN words repeated LOOP_TIMES times in a row, else the first
+    run of letters repeated inside a word (a subword loop), or None."""
     for n in range(1, LOOP_SPAN + 1):
         for i in range(len(words) - n * LOOP_TIMES + 1):
             span = words[i : i + n]
             if all(words[i + k * n : i + (k + 1) * n] == span for k in range(1, LOOP_TIMES)):
                 return " ".join(span)
-    return None
+    m = _LETTER_LOOP.search(" ".join(words))
+    return m[1] if m else None
 
 
 def _similarity(source: str, output: str) -> float:

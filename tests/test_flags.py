@@ -23,6 +23,8 @@ def facts(output: str, pieces: int | None = None, logprob: float = -0.5, ended: 
         (facts("a man rides a bike through the city"), []),
         (facts("a man rides a bike bike bike bike"), ["loop"]),
         (facts("a man in the park in the park in the park"), ["loop"]),
+        (facts("two men in traditionalalalalalalal", pieces=12), ["loop"]),  # a subword loop
+        (facts("a man paid 1000000 dollars and said aaah"), []),  # digits, short runs: no
         (facts(SOURCE), ["copy"]),
         (facts("ein Mann fährt mit dem Fahrrad durch die Stadt ."), ["copy"]),
         (facts("a man rides a bike through the", ended=False), ["cut"]),

@@ -191,3 +191,48 @@ def test_cli_report_runs_without_torch(tmp_path):
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         f"nmt: error: run dir not found: {tmp_path / 'nope'}"
     ]
+
+
+# --- nmt report --compare -----------------------------------------------------------------------
+
+
+def test_compare_two_runs_tests_significance_and_counts_flags(trained, tmp_path):
+    import shutil
+
+    from tests.conftest import nmt
+
+    runs = []
+    for name, beam in (("a", "1"), ("b", "3")):
+        run = tmp_path / name
+        shutil.copytree(trained / "run", run)
+        nmt("evaluate", "-c", run / "best.pt", "--beam", beam, "--json", run / "results.json")
+        assert (run / "results.hyp.flags.jsonl").is_file()
+        runs.append(run)
+    res = nmt("report", "--compare", *runs, "-o", tmp_path / "cmp")
+    page = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "paired bootstrap" in page and "significant at 0.05" in page
+    assert "## BLEU by source length (subwords)" in page
+    assert "| loop |" in page and "| cut |" in page  # flag counts of both sides
+    assert (tmp_path / "cmp" / "compare.png").is_file() and "Traceback" not in res.stderr
+
+    plain = tmp_path / "plain"  # a run never evaluated: a note, not a traceback
+    shutil.copytree(trained / "run", plain)
+    res = nmt("report", "--compare", runs[0], plain, "-o", tmp_path / "cmp2")
+    page = (tmp_path / "cmp2" / "compare.md").read_text()
+    assert "note: plain: no test hypotheses to compare" in page
+
+
+def test_compare_two_hypothesis_files(trained, tmp_path):
+    from tests.conftest import nmt
+
+    data = trained / "data"
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    src, ref = data / "test.src", data / "test.tgt"
+    a.write_text(ref.read_text())  # the reference itself
+    b.write_text(src.read_text())  # the source: word order reversed, a worse system
+    nmt("report", "--compare", a, b, "--source", src, "--reference", ref, "-o", tmp_path / "c")
+    page = (tmp_path / "c" / "compare.md").read_text()
+    assert "b.txt is worse on BLEU" in page and "Losses of b.txt" in page
+    assert "No flag files" in page
+    res = nmt("report", "--compare", a, b, "--source", src, "-o", tmp_path / "d", check=False)
+    assert res.returncode == 1 and "--source and --reference go together" in res.stderr
