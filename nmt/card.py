@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nmt import checkpoint, datadir, runlog
 from nmt.checkpoint import RunState
+from nmt.errors import NMTError
 from nmt.files import write_text
 from nmt.search_options import SearchOptions
 
@@ -23,6 +24,8 @@ def write_card(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     ckpt = run_dir / checkpoint.BEST
     ckpt = ckpt if ckpt.is_file() else run_dir / checkpoint.LAST
+    if not ckpt.is_file():
+        raise NMTError(f"{run_dir}: no {checkpoint.BEST} or {checkpoint.LAST}: not a run dir")
     path = run_dir / CARD
     write_text(path, render(checkpoint.read(ckpt), ckpt))
     return path
@@ -67,12 +70,14 @@ def _data(state: RunState) -> str:
         return f"## Training data\n\nUnknown: data dir `{state.config.data.dir}` is not here.\n"
     rows = ["## Training data\n", f"Data dir `{state.config.data.dir}`:\n"]
     for split, c in meta.get("counts", {}).items():
-        kept = c.get("kept", c.get("read"))
+        kept = c.get("kept", c.get("read", 0))
         tokens = c.get("tokens", {})
-        rows.append(
-            f"- {split}: {kept:,} pairs ({c.get('read', kept):,} read), "
-            f"{tokens.get('src', '?'):,} source / {tokens.get('tgt', '?'):,} target pieces"
+        pieces = (
+            f", {tokens['src']:,} source / {tokens['tgt']:,} target pieces"
+            if {"src", "tgt"} <= tokens.keys()
+            else ""
         )
+        rows.append(f"- {split}: {kept:,} pairs ({c.get('read', kept):,} read){pieces}")
     return "\n".join(rows) + "\n"
 
 
