@@ -65,7 +65,11 @@ def compare(a: Path, b: Path, out_dir: Path, source=None, reference=None, tgt_la
     if inputs.complete:
         buckets = _buckets(inputs)
         deltas = _sentence_deltas(inputs)
-        sections += [_significance(inputs), _changed(inputs, deltas), _bucket_table(buckets)]
+        sections += [
+            _significance(inputs),
+            _changed(inputs, deltas),
+            _bucket_table(inputs, buckets),
+        ]
         if _plot(inputs, buckets, deltas, out_dir / FIGURE):
             sections.append(f"![changes]({FIGURE})\n")
     sections.append(_flag_table(inputs))
@@ -200,9 +204,13 @@ def _buckets(inputs: Inputs) -> tuple[str, list[list[dict]]]:
     return unit, [bucket_bleu(s.hyps, inputs.refs, lengths, inputs.tgt_lang) for s in inputs.sides]
 
 
-def _bucket_table(buckets: tuple[str, list[list[dict]]]) -> str:
+def _bucket_table(inputs: Inputs, buckets: tuple[str, list[list[dict]]]) -> str:
     unit, (a, b) = buckets
-    rows = [f"## BLEU by source length ({unit})\n", "| length | lines | A | B | B - A |"]
+    na, nb = (side.name for side in inputs.sides)
+    rows = [
+        f"## BLEU by source length ({unit})\n",
+        f"| length | lines | {na} | {nb} | difference |",
+    ]
     rows.append("|---|---|---|---|---|")
     for x, y in zip(a, b):
         diff = f"{y['bleu'] - x['bleu']:+.2f}" if x["bleu"] is not None else "-"

@@ -67,6 +67,9 @@ HOW = {
     "input.de": RUN,
     # run dirs of a recipe's three backends: its options are checked; tests/test_report.py runs it
     "nmt report runs/rnn runs/rnn_attention runs/transformer -o report/": OPTIONS,
+    # run dirs and files of real runs: options checked; tests/test_report.py runs both forms
+    "nmt report --compare runs/rnn_attention runs/transformer -o compare/": OPTIONS,
+    "nmt report --compare out-a.en out-b.en --source test.de --reference test.en -o compare/": OPTIONS,
     "python": RUN,  # the Python block
     "nmt evaluate -c runs/deen/best.pt -d data-bin/multi30k-de-en --split test --json scores.json": RUN,
     "nmt evaluate --hypothesis out.en --reference ref.en --tgt-lang en": RUN,
