@@ -37,7 +37,7 @@ def render(state: RunState, ckpt: Path, export: dict | None = None) -> str:
         _about(state, ckpt, export),
         _data(state),
         _training(state),
-        _scores(Path(ckpt).parent),
+        _scores(Path(ckpt)),
         _export(export) if export is not None else "",
         _use(state),
     ]
@@ -46,7 +46,8 @@ def render(state: RunState, ckpt: Path, export: dict | None = None) -> str:
 
 def _about(state: RunState, ckpt: Path, export: dict | None) -> str:
     m, tok = state.config.model, state.tokenizer
-    n_params = sum(v.numel() for v in state.model.values() if v.is_floating_point())
+    tensors = {v.data_ptr(): v for v in state.model.values() if v.is_floating_point()}
+    n_params = sum(v.numel() for v in tensors.values())  # tied weights once
     src, tgt = state.data.get("src_lang", "?"), state.data.get("tgt_lang", "?")
     runtime = f"CTranslate2 export ({export['quantization']})" if export else "torch checkpoint"
     sizes = ", ".join(f"{k} {v}" for k, v in _sizes(m).items())
@@ -104,14 +105,20 @@ def _training(state: RunState) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _scores(run_dir: Path) -> str:
-    path = run_dir / runlog.RESULTS
+def _scores(ckpt: Path) -> str:
+    path = ckpt.parent / runlog.RESULTS
     if not path.is_file():
         return f"## Test scores\n\nNone recorded: no {runlog.RESULTS} beside the checkpoint.\n"
     r = json.loads(path.read_text(encoding="utf-8"))
+    scored = r.get("checkpoint")
+    what = f"the {r['split']} split" if r.get("split") else f"`{r.get('source', '?')}`"
+    whose = "this checkpoint (torch)"
+    if scored is None or Path(scored).resolve() != ckpt.resolve():
+        whose = f"`{scored or 'a checkpoint not recorded'}`, not this one"
     rows = [
         "## Test scores\n",
-        f"{r.get('sentences', '?')} sentences, beam {r.get('beam', '?')}:\n",
+        f"From {runlog.RESULTS}: {what}, {r.get('sentences', '?')} sentences, beam "
+        f"{r.get('beam', '?')}, translated by {whose}:\n",
     ]
     for m in ("bleu", "chrf", "ter"):
         if m in r:
@@ -137,6 +144,8 @@ def _export(export: dict) -> str:
             f"- Parity: greedy outputs identical to the torch model's on {parity['identical']} "
             f"of {parity['lines']} validation lines; float ties: {parity['ties'] or 'none'}"
         )
+    if parity.get("few_lines"):
+        rows.append(f"- Parity sample: only {parity['lines']} validation lines (fewer than 200)")
     return "\n".join(rows) + "\n"
 
 

@@ -260,17 +260,18 @@ def _parity_line(parity: dict) -> str:
     if not parity["checked"]:
         return f"parity not checked: {parity['reason']}"
     n = parity["lines"]
+    few = " (a small sample: fewer than 200 lines)" if parity.get("few_lines") else ""
     if "bleu_drop" in parity:
         return (
             f"greedy BLEU on {n} validation lines: torch {parity['bleu_torch']:.2f}, export "
-            f"{parity['bleu_export']:.2f}"
+            f"{parity['bleu_export']:.2f}{few}"
         )
     ties = f", float ties on lines {parity['ties']}" if parity["ties"] else ""
-    return f"greedy outputs identical to torch on {parity['identical']} of {n} lines{ties}"
+    return f"greedy outputs identical to torch on {parity['identical']} of {n} lines{ties}{few}"
 
 
 @app.command()
-def card(run_dir: Path = typer.Argument(..., help="A run dir (its best.pt).")) -> None:
+def card(run_dir: Path = typer.Argument(..., help="A run dir (from nmt train).")) -> None:
     """Write MODEL_CARD.md for a trained run: languages, sizes, data, training, test scores."""
     from nmt.card import write_card
 

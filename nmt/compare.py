@@ -17,7 +17,7 @@ from nmt import datadir
 from nmt.errors import NMTError
 from nmt.evaluate import flags_file
 from nmt.files import write_text
-from nmt.flags import CHECKS
+from nmt.flags import CALIBRATED, CHECKS
 from nmt.plots import pyplot, save_png
 from nmt.report import _lines, _names, _test_files, bucket_bleu, read_run, source_lengths
 from nmt.scores import bleu_tokenizer
@@ -125,7 +125,11 @@ def _read_side(side: Side, hyp: Path, n: int, notes: list[str]) -> None:
     side.hyps = hyps
     flags = flags_file(hyp)
     if flags.is_file():
-        side.flags = [json.loads(line) for line in _lines(flags) if line.strip()]
+        rows = [json.loads(line) for line in _lines(flags) if line.strip()]
+        if len(rows) == n:
+            side.flags = rows
+        else:
+            notes.append(f"{side.name}: {flags.name} has {len(rows)} lines for {n}: stale, unused")
     else:
         notes.append(f"{side.name}: no {flags.name} (nmt evaluate -o writes it): no flag counts")
 
@@ -149,7 +153,9 @@ def _significance(inputs: Inputs) -> str:
     verdict = []
     for m, (r_a, r_b) in enumerate(zip(_results(results, 0), _results(results, 1))):
         name = ("BLEU", "chrF")[m]
-        direction = "better" if r_b.score > r_a.score else "worse"
+        direction = (
+            "equal" if r_b.score == r_a.score else "better" if r_b.score > r_a.score else "worse"
+        )
         significant = "significant" if r_b.p_value < 0.05 else "not significant"
         verdict.append(
             f"{inputs.sides[1].name} is {direction} on {name} by {abs(r_b.score - r_a.score):.2f} "
@@ -227,12 +233,18 @@ def _flag_table(inputs: Inputs) -> str:
         return "\n".join(rows + ["No flag files: `nmt evaluate -o HYP` writes HYP.flags.jsonl.\n"])
     rows += ["| check | " + " | ".join(s.name for s in inputs.sides) + " |", "|---|---|---|"]
     for check in CHECKS:
-        cells = [
-            str(sum(check in f.get("flags", []) for f in s.flags)) if s.flags else "-"
-            for s in inputs.sides
-        ]
+        cells = [_flag_count(s.flags, check) for s in inputs.sides]
         rows.append(f"| {check} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+def _flag_count(flags: list[dict] | None, check: str) -> str:
+    """Lines `check` fires on; n/a for a calibrated check of an uncalibrated model."""
+    if not flags:
+        return "-"
+    if check in CALIBRATED and not any(f.get("calibrated") for f in flags):
+        return "n/a (uncalibrated)"
+    return str(sum(check in f.get("flags", []) for f in flags))
 
 
 def _plot(inputs: Inputs, buckets, deltas: list[float], path: Path) -> bool:

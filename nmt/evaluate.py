@@ -75,6 +75,7 @@ def evaluate(
         if decode.n_best > 1:
             raise NMTError("evaluate scores the best hypothesis of each line: leave out --n-best")
         translator = open_translator(inputs.checkpoint, runtime)
+        result["checkpoint"] = str(Path(inputs.checkpoint).resolve())
         translator.seed(decode.seed)
         source, reference = inputs.source, inputs.reference
         if source is None:

@@ -207,8 +207,9 @@ def export(
 
 
 def _valid_sample(state, valid: tuple[Path, Path] | None):
-    """Source and reference lines to prove the export on: `valid`, else the validation split
-    of the checkpoint's data dir; None when there is neither."""
+    """Source and reference lines to prove the export on, and their line numbers: `valid`, else
+    the validation split of the checkpoint's data dir; None when there is neither (or it has no
+    non-blank line)."""
     from nmt import datadir
     from nmt.files import read_text_lines
 
@@ -221,7 +222,9 @@ def _valid_sample(state, valid: tuple[Path, Path] | None):
     if len(srcs) != len(refs):
         raise NMTError(f"--valid: {len(srcs)} source lines but {len(refs)} reference lines")
     keep = [i for i, s in enumerate(srcs) if s.strip()][: PARITY_LINES[1]]
-    return [srcs[i] for i in keep], [refs[i] for i in keep]
+    if not keep:
+        return None
+    return [srcs[i] for i in keep], [refs[i] for i in keep], [i + 1 for i in keep]
 
 
 def check_parity(ckpt, export_dir, quantization, sample, max_bleu_drop=MAX_BLEU_DROP) -> dict:
@@ -235,8 +238,8 @@ def check_parity(ckpt, export_dir, quantization, sample, max_bleu_drop=MAX_BLEU_
     from nmt.torch_translator import TorchTranslator
 
     if sample is None:
-        return {"checked": False, "reason": "no validation split; give --valid SRC REF"}
-    srcs, refs = sample
+        return {"checked": False, "reason": "no validation text; give --valid SRC REF"}
+    srcs, refs, numbers = sample
     opts, quiet = SearchOptions(beam=1), lambda note: None
     ref_engine, exported = TorchTranslator.open(ckpt), CT2Translator.open(export_dir)
     a = [t[0] for t in ref_engine.translate_detailed(srcs, opts, warn=quiet)]
@@ -257,11 +260,11 @@ def check_parity(ckpt, export_dir, quantization, sample, max_bleu_drop=MAX_BLEU_
             )
         return result
     differ = [i for i, (x, y) in enumerate(zip(a, b)) if x.text != y.text]
-    ties = [i + 1 for i in differ if abs(a[i].score - b[i].score) < TIE]
+    ties = [numbers[i] for i in differ if abs(a[i].score - b[i].score) < TIE]
     for i in differ:
-        if i + 1 not in ties:
+        if numbers[i] not in ties:
             raise NMTError(
-                f"export parity failed on validation line {i + 1}: torch {a[i].text!r} "
+                f"export parity failed on validation line {numbers[i]}: torch {a[i].text!r} "
                 f"({a[i].score:.4f}), export {b[i].text!r} ({b[i].score:.4f}); nothing was written"
             )
     return result | {"identical": len(srcs) - len(differ), "ties": ties}

@@ -29,6 +29,7 @@ COPY_SIMILARITY, COPY_MIN_WORDS = 0.8, 3
 _LETTER_LOOP = re.compile(r"([^\W\d_]{1,8}?)\1{4,}")  # letters (no digits) 5+ times in a row
 RATIO_PERCENTILES = (0.5, 99.5)  # of the validation references' length ratios
 CONFIDENCE_PERCENTILE = 5.0  # of the validation outputs' mean token log-probabilities
+MIN_LINES = 20  # validation lines a calibration needs
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,12 @@ class Calibration:
     lines: int  # validation lines they come from
 
     @classmethod
-    def from_validation(cls, ref_ratios: list[float], mean_logprobs: list[float]) -> Calibration:
+    def from_validation(cls, ref_ratios: list[float], mean_logprobs: list[float]):
         """From the references' output/source length ratios (pieces) and the model's mean
-        token log-probabilities on its own validation outputs."""
+        token log-probabilities on its own validation outputs; None with fewer than
+        MIN_LINES of either (percentiles of a handful of lines would flag half the outputs)."""
+        if min(len(ref_ratios), len(mean_logprobs)) < MIN_LINES:
+            return None
         low, high = (_percentile(ref_ratios, q) for q in RATIO_PERCENTILES)
         floor = _percentile(mean_logprobs, CONFIDENCE_PERCENTILE)
         return cls(round(low, 4), round(high, 4), round(floor, 4), len(mean_logprobs))
@@ -74,6 +78,7 @@ class LineFacts:
     out_pieces: int  # without </s>
     mean_logprob: float  # per output token, </s> included when the output ended
     ended: bool
+    sampled: bool = False  # drawn by sampling: the confidence floor (of searched outputs) is moot
 
 
 def check(facts: LineFacts, calibration: Calibration | None) -> dict:
@@ -89,7 +94,9 @@ def check(facts: LineFacts, calibration: Calibration | None) -> dict:
     }
     if calibration is not None:
         fired["length_ratio"] = not calibration.ratio_low <= ratio <= calibration.ratio_high
-        fired["low_confidence"] = facts.mean_logprob < calibration.min_mean_logprob
+        fired["low_confidence"] = (
+            not facts.sampled and facts.mean_logprob < calibration.min_mean_logprob
+        )
     return {
         "flags": [c for c in CHECKS if fired.get(c)],
         "loop": loop,
@@ -116,7 +123,9 @@ def _loop(words: list[str]) -> str | None:
 def _similarity(source: str, output: str) -> float:
     if not source.strip() or not output.strip():
         return 0.0
-    return difflib.SequenceMatcher(None, source.lower(), output.lower(), autojunk=False).ratio()
+    matcher = difflib.SequenceMatcher(None, source.lower(), output.lower(), autojunk=False)
+    quick = matcher.quick_ratio()  # an upper bound, linear: the exact ratio only near the bar
+    return matcher.ratio() if quick >= COPY_SIMILARITY else quick
 
 
 def json_line(n: int, flags: dict | None) -> str:

@@ -365,8 +365,8 @@ class Trainer:
             what = ", ".join(f"train.{k} ({getattr(old, k)} -> {getattr(new, k)})" for k in changed)
             raise NMTError(
                 f"--resume cannot change {what}: the optimizer, schedule and batch order in "
-                f"{last} carry the run's values; give the values its config.yaml records, or "
-                "start a new run"
+                f"{last} carry the run's values; give the values its {runlog.CONFIG} records, "
+                "or start a new run"
             )
         if datadir.load_tokenizer(self.cfg.data.dir).vocabulary != state.tokenizer.vocabulary:
             raise NMTError(

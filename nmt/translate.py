@@ -42,6 +42,12 @@ class TranslateIO:
                 raise NMTError(f"input file not found: {p}")
         if self.buffer is not None and self.buffer < 1:
             raise NMTError("--buffer must be >= 1")
+        if self.flags is not None:
+            taken = [Path(p).resolve() for p in self.inputs] + (
+                [Path(self.output).resolve()] if self.output is not None else []
+            )
+            if Path(self.flags).resolve() in taken:
+                raise NMTError(f"--flags {self.flags} is also an input or the output")
 
 
 @dataclass(frozen=True, eq=False)

@@ -186,9 +186,8 @@ class TranslatorBase:
     ) -> Translation:
         pieces = opts.attention
         text = self.tokenizer.decode_tgt(h.tokens)
-        facts = LineFacts(
-            source, text, len(src_ids) - 1, len(h.tokens), mean_logprob(h, opts), h.ended
-        )
+        n_src, logprob = len(src_ids) - 1, mean_logprob(h, opts)
+        facts = LineFacts(source, text, n_src, len(h.tokens), logprob, h.ended, opts.sample)
         return Translation(
             text,
             h.score,

@@ -358,6 +358,13 @@ def test_quantized_export_reports_and_bounds_its_bleu_drop(toy, tmp_path):
     assert not (tmp_path / "q8b").exists()
 
 
+def test_blank_validation_text_is_not_a_parity_check(toy, tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n")
+    manifest = export(toy["ckpt"], tmp_path / "e", valid=(blank, blank))
+    assert manifest["parity"]["checked"] is False
+
+
 def test_without_validation_text_the_export_says_parity_was_not_checked(toy, tmp_path):
     import dataclasses
 
@@ -384,6 +391,9 @@ def test_the_card_of_a_run_takes_every_number_from_its_source(trained, tmp_path)
     meta = json.loads((trained / "data" / "meta.json").read_text())
     results = json.loads((run / "results.json").read_text())
     assert f"Steps: {state.progress['step']}," in card
+    n_params = sum(x.numel() for x in checkpoint.model_of(state, run / "best.pt").parameters())
+    assert f"{n_params:,} parameters" in card  # tied weights counted once
+    assert "translated by this checkpoint (torch)" in card
     assert f"train: {meta['counts']['train']['kept']:,} pairs" in card
     assert f"BLEU {results['bleu']:.2f} (`{results['bleu_signature']}`)" in card
     cal = state.calibration

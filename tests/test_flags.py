@@ -44,6 +44,13 @@ def test_without_calibration_the_two_calibrated_checks_are_skipped():
     assert check(facts("a a a a"), None)["flags"] == ["loop"]
 
 
+def test_sampled_outputs_skip_the_confidence_floor_and_tiny_splits_do_not_calibrate():
+    sampled = LineFacts(SOURCE, "a man rides a bike through the city", 9, 8, -3.1, True, True)
+    assert check(sampled, CAL)["flags"] == []
+    assert Calibration.from_validation([1.0] * 5, [-1.0] * 5) is None
+    assert Calibration.from_validation([], []) is None
+
+
 def test_calibration_takes_the_percentiles_of_the_validation_split():
     cal = Calibration.from_validation([1.0] * 98 + [0.1, 5.0], [-1.0] * 95 + [-4.0] * 5)
     assert 0.1 < cal.ratio_low <= 1.0 and 1.0 <= cal.ratio_high < 5.0
@@ -79,3 +86,5 @@ def test_translate_writes_one_flags_line_per_input_line(trained, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in rows] == [1, 2, 3] and rows[1].get("blank") is True
     assert all(r["calibrated"] for r in (rows[0], rows[2]))
+    res = nmt("translate", "-c", ckpt, "--flags", out, "-o", out, input="sun\n", check=False)
+    assert res.returncode == 1 and "is also an input or the output" in res.stderr
