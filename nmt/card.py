@@ -69,6 +69,11 @@ def _data(state: RunState) -> str:
     meta = datadir.meta_if_any(state.config.data.dir)
     if meta is None:
         return f"## Training data\n\nUnknown: data dir `{state.config.data.dir}` is not here.\n"
+    if datadir.load_tokenizer(state.config.data.dir).vocabulary != state.tokenizer.vocabulary:
+        return (
+            f"## Training data\n\nUnknown: data dir `{state.config.data.dir}` has another "
+            "vocabulary than this model (rewritten since, or another corpus).\n"
+        )
     rows = ["## Training data\n", f"Data dir `{state.config.data.dir}`:\n"]
     for split, c in meta.get("counts", {}).items():
         kept = c.get("kept", c.get("read", 0))
