@@ -271,6 +271,28 @@ def _parity_line(parity: dict) -> str:
 
 
 @app.command()
+def score(
+    source: Path | None = typer.Argument(None, help="Source file (else TSV on stdin)."),
+    target: Path | None = typer.Argument(None, help="Target file, line by line with SOURCE."),
+    ckpt: Path = typer.Option(
+        ..., "--checkpoint", "-c", help="Checkpoint (a .pt file of a run dir) or nmt export dir."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Output file (default: stdout)."
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
+    batch_tokens: int = typer.Option(4000, help="Tokens per batch."),
+) -> None:
+    """Score given translations: total log-probability, mean per token, tokens (tab-separated)."""
+    from nmt.score import run_scoring
+    from nmt.translator import RuntimeOptions
+
+    runtime = RuntimeOptions(device=device, threads=threads)
+    run_scoring(ckpt, source, target, output, runtime, batch_tokens)
+
+
+@app.command()
 def card(run_dir: Path = typer.Argument(..., help="A run dir (from nmt train).")) -> None:
     """Write MODEL_CARD.md for a trained run: languages, sizes, data, training, test scores."""
     from nmt.card import write_card

@@ -198,6 +198,26 @@ class CT2Translator(TranslatorBase):
                     h.attention[0] = r.attention[0][0]
         return ranked
 
+    def score_ids(self, src_ids, tgt_ids, batch_tokens: int) -> list[float]:
+        """CTranslate2's `score_batch` (it adds BOS and scores EOS), in length-sorted batches."""
+        src, tgt = self.tokenizer.src, self.tokenizer.tgt
+        size = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids)]
+        order = sorted(range(len(src_ids)), key=lambda i: size[i])
+        totals = [0.0] * len(src_ids)
+        batch: list[int] = []
+        for i in order + [-1]:
+            if batch and (i < 0 or size[i] * (len(batch) + 1) > batch_tokens):
+                results = self.model.score_batch(
+                    [[src.id_to_piece(t) for t in src_ids[j]] for j in batch],
+                    [[tgt.id_to_piece(t) for t in tgt_ids[j]] for j in batch],
+                    max_input_length=0,
+                )
+                for j, r in zip(batch, results):
+                    totals[j] = float(sum(r.log_probs))
+                batch = []
+            batch.append(i)
+        return totals
+
     @staticmethod
     def _sampling(opts: SearchOptions) -> dict:
         """CTranslate2's sampling options (top-k 0: the whole vocabulary, as in `nmt.search`)."""

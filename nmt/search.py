@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nmt.batching import bucket_batches, pad
+from nmt.batching import bucket_batches, collate, pad
 from nmt.models.base import select_batch, src_mask_of
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
-from nmt.tokenizer import BOS_ID, EOS_ID
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = float("-inf")
 
@@ -49,6 +49,25 @@ def decode_corpus(
         for i, h in zip(idx, hyps):
             results[i] = h
     return results
+
+
+@torch.no_grad()
+def score_corpus(
+    model, src_ids: list[list[int]], tgt_ids: list[list[int]], budget: int, device
+) -> list[float]:
+    """Forced decoding: the log-probability of each target (ids without BOS/EOS; EOS is
+    scored) given its source (ids ending in EOS), in length-bucketed batches; input order."""
+    totals = [0.0] * len(src_ids)
+    src_lens = [len(s) for s in src_ids]
+    tgt_lens = [len(t) + 1 for t in tgt_ids]
+    for idx in bucket_batches(src_lens, tgt_lens, budget):
+        src, tgt_in, tgt_out = collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], device)
+        logp = model(src, tgt_in).float().log_softmax(-1)
+        gold = logp.gather(-1, tgt_out[..., None]).squeeze(-1)
+        sums = gold.masked_fill(tgt_out == PAD_ID, 0.0).sum(-1).tolist()
+        for i, total in zip(idx, sums):
+            totals[i] = total
+    return totals
 
 
 # ---------------------------------------------------------------------------------------------

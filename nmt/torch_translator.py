@@ -11,7 +11,7 @@ from nmt.config import Config
 from nmt.errors import NMTError
 from nmt.flags import Calibration
 from nmt.models.base import use_fast_cuda_kernels
-from nmt.search import decode_corpus
+from nmt.search import decode_corpus, score_corpus
 from nmt.search_options import Hypothesis, SearchOptions
 from nmt.tokenizer import BOS_ID, Tokenizer
 from nmt.translator import RuntimeOptions, TranslatorBase
@@ -47,6 +47,9 @@ class TorchTranslator(TranslatorBase):
 
     def search(self, ids: list[list[int]], opts: SearchOptions) -> list[list[Hypothesis]]:
         return decode_corpus(self.model, ids, opts, self.max_len, self.device)
+
+    def score_ids(self, src_ids, tgt_ids, batch_tokens: int) -> list[float]:
+        return score_corpus(self.model, src_ids, tgt_ids, batch_tokens, self.device)
 
     def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, torch.Tensor]:
         src = torch.tensor([src_ids], dtype=torch.long, device=self.device)

@@ -114,6 +114,19 @@ def word_ids(pieces: list[str], output: bool = False) -> list[int | None]:
     return ids
 
 
+@dataclass(frozen=True)
+class Score:
+    """A given translation's log-probability under the model (natural log, end of sentence
+    included, no label smoothing), its mean per target token and the token count."""
+
+    total: float
+    mean: float
+    tokens: int
+
+    def line(self) -> str:
+        return f"{self.total:.6f}\t{self.mean:.6f}\t{self.tokens}"
+
+
 class TranslatorBase:
     """What every translator shares: string in, `Translation`s out, in input order, streaming.
 
@@ -198,6 +211,30 @@ class TranslatorBase:
             ended=h.ended,
             flags=check(facts, self.calibration),
         )
+
+    def score(
+        self, sources: list[str], targets: list[str], batch_tokens: int = 4000
+    ) -> list[Score]:
+        """Forced decoding of each (source, target) pair: how likely the model finds the given
+        translation. Sources are encoded (and truncated) as for translation; a target over the
+        model's length limit is an error naming its line."""
+        if len(sources) != len(targets):
+            raise NMTError(f"{len(sources)} sources but {len(targets)} targets")
+        src_ids = self.tokenizer.encode_src([s.strip() for s in sources])
+        src_ids = [s if len(s) <= self.max_len else s[: self.max_len - 1] + s[-1:] for s in src_ids]
+        tgt_ids = self.tokenizer.encode_tgt([t.strip() for t in targets])
+        for i, seq in enumerate(tgt_ids):
+            if len(seq) + 1 > self.max_len:
+                raise NMTError(
+                    f"line {i + 1}: the target has {len(seq) + 1} tokens with </s>, over the "
+                    f"model's limit of {self.max_len}"
+                )
+        totals = self.score_ids(src_ids, tgt_ids, batch_tokens) if src_ids else []
+        return [Score(t, t / (len(y) + 1), len(y) + 1) for t, y in zip(totals, tgt_ids)]
+
+    def score_ids(self, src_ids, tgt_ids, batch_tokens: int) -> list[float]:
+        """Total log-probability of each target (ids without BOS/EOS, EOS scored)."""
+        raise NotImplementedError
 
     def attention_maps(self, src_ids: list[int], tokens: list[int]) -> dict[str, Any]:
         """Attention per layer and head of one source (with </s>) and its output tokens."""

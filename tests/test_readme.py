@@ -78,6 +78,8 @@ HOW = {
     "nmt translate -c runs/deen/ct2 --buffer 1": RUN,
     "nmt evaluate -c runs/deen/ct2 -d data-bin/multi30k-de-en --split test": RUN,
     "nmt card runs/deen": RUN,
+    "nmt score -c runs/deen/best.pt input.de output.en > scores.tsv": RUN,
+    "paste input.de output.en | nmt score -c runs/deen/best.pt": RUN,
     "make -C recipes/multi30k-de-en all": MAKE_DRY,
     "make -C recipes/iwslt14-de-en all": MAKE_DRY,
     'make -C recipes/iwslt14-de-en all DATA=/data/iwslt14 TRAIN_ARGS="train.max_time=120"': MAKE_DRY,

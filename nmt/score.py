@@ -1,0 +1,54 @@
+"""`nmt score`: how likely a model finds given translations (forced decoding).
+
+One output line per pair, tab-separated: the total log-probability (natural log, end of
+sentence included, no label smoothing), its mean per target token, the target token count.
+Pairs come from two files (SOURCE TARGET) or from two-column TSV lines on stdin. Used to filter
+noisy parallel data, rerank n-best lists, or check a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nmt.errors import NMTError
+from nmt.files import read_lines, read_text_lines
+from nmt.runtimes import open_translator
+from nmt.translate import _output
+from nmt.translator import RuntimeOptions
+
+
+def read_pairs(source: Path | None, target: Path | None) -> tuple[list[str], list[str]]:
+    """The (source, target) pairs: two files of equal line counts, or TSV on stdin."""
+    if (source is None) != (target is None):
+        raise NMTError("give SOURCE and TARGET files, or neither (two-column TSV on stdin)")
+    if source is not None:
+        srcs, tgts = read_text_lines(source), read_text_lines(target)
+        if len(srcs) != len(tgts):
+            raise NMTError(f"{source} has {len(srcs)} lines, {target} has {len(tgts)}")
+        return srcs, tgts
+    srcs, tgts = [], []
+    for n, line in enumerate(read_lines([]), 1):
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) != 2:
+            raise NMTError(
+                f"<stdin>:{n}: {len(fields)} tab-separated fields, not 2 (source, target)"
+            )
+        srcs.append(fields[0])
+        tgts.append(fields[1])
+    return srcs, tgts
+
+
+def run_scoring(
+    ckpt: Path,
+    source: Path | None,
+    target: Path | None,
+    output: Path | None = None,
+    runtime: RuntimeOptions = RuntimeOptions(),
+    batch_tokens: int = 4000,
+) -> int:
+    """Score every pair before writing anything; returns the number of pairs."""
+    srcs, tgts = read_pairs(source, target)  # line counts checked before the model loads
+    scores = open_translator(ckpt, runtime).score(srcs, tgts, batch_tokens) if srcs else []
+    with _output(output) as out:
+        out.write("".join(s.line() + "\n" for s in scores))
+    return len(scores)
