@@ -226,7 +226,7 @@ class TranslatorBase:
         for i, seq in enumerate(tgt_ids):
             if len(seq) + 1 > self.max_len:
                 raise NMTError(
-                    f"line {i + 1}: the target has {len(seq) + 1} tokens with </s>, over the "
+                    f"line {i + 1}: the target has {len(seq) + 1} tokens with {EOS}, over the "
                     f"model's limit of {self.max_len}"
                 )
         totals = self.score_ids(src_ids, tgt_ids, batch_tokens) if src_ids else []
