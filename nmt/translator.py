@@ -132,9 +132,8 @@ class TranslatorBase:
 
     Subclasses set `tokenizer`, `cfg`, `max_len`, `has_attention`, `src_lang` and `tgt_lang`
     (the training data's languages, None when unknown), `calibration` (None when the model has
-    none) and implement `seed(seed)`
-    and `search(ids, opts)`: n-best `Hypothesis` lists per encoded sentence (ids end with EOS,
-    none empty), in input order.
+    none) and implement `seed(seed)`, `search(ids, opts)`: n-best `Hypothesis` lists per encoded
+    sentence (ids end with EOS, none empty), in input order, and `score_ids` (forced decoding).
     """
 
     tokenizer: Tokenizer
