@@ -19,7 +19,7 @@ from nmt.evaluate import flags_file
 from nmt.files import write_text
 from nmt.flags import CALIBRATED, CHECKS
 from nmt.plots import pyplot, save_png
-from nmt.report import _lines, _names, _test_files, bucket_bleu, read_run, source_lengths
+from nmt.report import bucket_bleu, read_run, run_names, scored_files, source_lengths, text_lines
 from nmt.scores import bleu_tokenizer
 
 SAMPLES = 1000  # bootstrap resamples
@@ -83,21 +83,21 @@ def compare(a: Path, b: Path, out_dir: Path, source=None, reference=None, tgt_la
 
 
 def _run_inputs(a: Path, b: Path) -> Inputs:
-    runs = [read_run(p, n) for p, n in zip((a, b), _names([a, b]))]
+    runs = [read_run(p, n) for p, n in zip((a, b), run_names([a, b]))]
     inputs = Inputs([Side(r.name) for r in runs])
     files = []
     for run in runs:
-        found = _test_files(run)
+        found = scored_files(run)
         if found is None:
             inputs.notes.append(f"{run.name}: no test hypotheses to compare ({run.notes[-1]})")
         files.append(found)
     if None in files:
         return inputs
     (hyp_a, src, ref, data_dir), (hyp_b, src_b, ref_b, _) = files
-    if _lines(src) != _lines(src_b) or _lines(ref) != _lines(ref_b):
+    if text_lines(src) != text_lines(src_b) or text_lines(ref) != text_lines(ref_b):
         inputs.notes.append("the two runs were evaluated on different test sets")
         return inputs
-    inputs.srcs, inputs.refs, inputs.data_dir = _lines(src), _lines(ref), data_dir
+    inputs.srcs, inputs.refs, inputs.data_dir = text_lines(src), text_lines(ref), data_dir
     meta = datadir.meta_if_any(data_dir) or {}
     inputs.tgt_lang = (runs[0].results or {}).get("tgt_lang") or meta.get("tgt_lang")
     for side, hyp in zip(inputs.sides, (hyp_a, hyp_b)):
@@ -109,7 +109,7 @@ def _file_inputs(a: Path, b: Path, source: Path, reference: Path) -> Inputs:
     for p in (a, b, source, reference):
         if not p.is_file():
             raise NMTError(f"file not found: {p}")
-    inputs = Inputs([Side(n) for n in _names([a, b])], _lines(source), _lines(reference))
+    inputs = Inputs([Side(n) for n in run_names([a, b])], text_lines(source), text_lines(reference))
     if len(inputs.srcs) != len(inputs.refs):
         raise NMTError(f"{len(inputs.srcs)} source lines but {len(inputs.refs)} reference lines")
     for side, hyp in zip(inputs.sides, (a, b)):
@@ -118,14 +118,14 @@ def _file_inputs(a: Path, b: Path, source: Path, reference: Path) -> Inputs:
 
 
 def _read_side(side: Side, hyp: Path, n: int, notes: list[str]) -> None:
-    hyps = _lines(hyp)
+    hyps = text_lines(hyp)
     if len(hyps) != n:
         notes.append(f"{side.name}: {hyp} has {len(hyps)} lines for {n} source lines")
         return
     side.hyps = hyps
     flags = flags_file(hyp)
     if flags.is_file():
-        rows = [json.loads(line) for line in _lines(flags) if line.strip()]
+        rows = [json.loads(line) for line in text_lines(flags) if line.strip()]
         if len(rows) == n:
             side.flags = rows
         else:

@@ -144,21 +144,11 @@ class CT2Translator(TranslatorBase):
         """Decode `ids` in length-sorted batches within the token budget, each batch up to the
         largest limit in it; with `keys`, the sentences of a batch share their key."""
         order = sorted(range(len(ids)), key=lambda i: (limits[i], len(ids[i])))
-        budget = opts.budget()
         results: list[list] = [[] for _ in ids]
-        batch: list[int] = []
-        for i in order + [-1]:
-            full = batch and (
-                i < 0
-                or (keys is not None and keys[i] != keys[batch[0]])
-                or len(ids[i]) * (len(batch) + 1) > budget
-            )
-            if full:
-                limit = max(limits[j] for j in batch)
-                for j, hyps in zip(batch, self._batch([ids[j] for j in batch], opts, limit)):
-                    results[j] = hyps
-                batch = []
-            batch.append(i)
+        for batch in _groups(order, [len(s) for s in ids], opts.budget(), keys):
+            limit = max(limits[j] for j in batch)
+            for j, hyps in zip(batch, self._batch([ids[j] for j in batch], opts, limit)):
+                results[j] = hyps
         return results
 
     def _batch(self, ids: list[list[int]], opts: SearchOptions, limit: int) -> list[list]:
@@ -202,20 +192,15 @@ class CT2Translator(TranslatorBase):
         """CTranslate2's `score_batch` (it adds BOS and scores EOS), in length-sorted batches."""
         src, tgt = self.tokenizer.src, self.tokenizer.tgt
         size = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids)]
-        order = sorted(range(len(src_ids)), key=lambda i: size[i])
         totals = [0.0] * len(src_ids)
-        batch: list[int] = []
-        for i in order + [-1]:
-            if batch and (i < 0 or size[i] * (len(batch) + 1) > batch_tokens):
-                results = self.model.score_batch(
-                    [[src.id_to_piece(t) for t in src_ids[j]] for j in batch],
-                    [[tgt.id_to_piece(t) for t in tgt_ids[j]] for j in batch],
-                    max_input_length=0,
-                )
-                for j, r in zip(batch, results):
-                    totals[j] = float(sum(r.log_probs))
-                batch = []
-            batch.append(i)
+        for batch in _groups(sorted(range(len(size)), key=lambda i: size[i]), size, batch_tokens):
+            results = self.model.score_batch(
+                [[src.id_to_piece(t) for t in src_ids[j]] for j in batch],
+                [[tgt.id_to_piece(t) for t in tgt_ids[j]] for j in batch],
+                max_input_length=0,
+            )
+            for j, r in zip(batch, results):
+                totals[j] = float(sum(r.log_probs))
         return totals
 
     @staticmethod
@@ -246,3 +231,18 @@ class CT2Translator(TranslatorBase):
                 att = np.asarray(result.attention[k], dtype=np.float32)  # (steps, S)
             hyps.append(Hypothesis(tokens, score, att, ended))
         return sorted(hyps, key=lambda h: -h.score)[: opts.n_best]
+
+
+def _groups(order: list[int], width: list[int], budget: int, keys: list | None = None):
+    """Consecutive runs of `order` whose count times the widest item's width (items come
+    sorted by width) stays within `budget`; with `keys`, the items of a run share their key."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (
+            (keys is not None and keys[i] != keys[batch[0]]) or width[i] * (len(batch) + 1) > budget
+        ):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

@@ -160,6 +160,7 @@ def export(
     from nmt.card import CARD, render
     from nmt.config import to_dict
     from nmt.ct2 import read_manifest, write_manifest
+    from nmt.torch_translator import TorchTranslator
 
     if quantization not in QUANTIZATIONS:
         raise NMTError(
@@ -195,7 +196,10 @@ def export(
         manifest = write_manifest(tmp, tok, fields)
         read_manifest(tmp)  # the dir we wrote must pass the check every load makes
         sample = _valid_sample(state, valid)
-        manifest["parity"] = check_parity(ckpt, tmp, quantization, sample, max_bleu_drop)
+        reference = TorchTranslator(
+            model, tok, cfg, "cpu", (fields["src_lang"], fields["tgt_lang"])
+        )
+        manifest["parity"] = check_parity(reference, tmp, quantization, sample, max_bleu_drop)
         card = render(state, Path(ckpt), {"quantization": quantization, **manifest})
         write_text(tmp / CARD, card)
         if out.exists():
@@ -227,26 +231,26 @@ def _valid_sample(state, valid: tuple[Path, Path] | None):
     return [srcs[i] for i in keep], [refs[i] for i in keep], [i + 1 for i in keep]
 
 
-def check_parity(ckpt, export_dir, quantization, sample, max_bleu_drop=MAX_BLEU_DROP) -> dict:
-    """Decode the sample greedily on both engines. float32: the outputs must agree except for
+def check_parity(reference, export_dir, quantization, sample, max_bleu_drop=MAX_BLEU_DROP):
+    """Decode the sample greedily on both engines (`reference`: the checkpoint's model, a
+    `TorchTranslator`). float32: the outputs must agree except for
     float ties (scores within TIE); a quantized export may lose at most `max_bleu_drop`
     reference BLEU (on samples of BLEU_DROP_MIN_LINES lines or more). A failure is an
     NMTError naming the first differing line."""
     from nmt.ct2 import CT2Translator
     from nmt.scores import bleu
     from nmt.search_options import SearchOptions
-    from nmt.torch_translator import TorchTranslator
 
     if sample is None:
         return {"checked": False, "reason": "no validation text; give --valid SRC REF"}
     srcs, refs, numbers = sample
     opts, quiet = SearchOptions(beam=1), lambda note: None
-    ref_engine, exported = TorchTranslator.open(ckpt), CT2Translator.open(export_dir)
-    a = [t[0] for t in ref_engine.translate_detailed(srcs, opts, warn=quiet)]
+    exported = CT2Translator.open(export_dir)
+    a = [t[0] for t in reference.translate_detailed(srcs, opts, warn=quiet)]
     b = [t[0] for t in exported.translate_detailed(srcs, opts, warn=quiet)]
     result = {"checked": True, "lines": len(srcs), "few_lines": len(srcs) < PARITY_LINES[0]}
     if quantization != "float32":
-        lang = ref_engine.tgt_lang
+        lang = reference.tgt_lang
         bt, be = (bleu([t.text for t in x], refs, lang) for x in (a, b))
         enforced = len(srcs) >= BLEU_DROP_MIN_LINES
         result |= {"bleu_torch": round(bt, 2), "bleu_export": round(be, 2)}

@@ -89,11 +89,11 @@ def _read_curves(run: Run) -> None:
         run.backend = curves.backend
 
 
-def _lines(path: Path) -> list[str]:
+def text_lines(path: Path) -> list[str]:
     return split_lines(path.read_text(encoding="utf-8", errors="replace"))
 
 
-def _test_files(run: Run) -> tuple[Path, Path, Path, Path] | None:
+def scored_files(run: Run) -> tuple[Path, Path, Path, Path] | None:
     """(hypotheses, source, reference, data dir) of the scored test set, when all exist."""
     res = run.results or {}
     hyp = Path(res.get("hypotheses") or run.path / runlog.TEST_HYP)
@@ -142,11 +142,11 @@ def bucket_bleu(hyps: list[str], refs: list[str], lengths: list[int], tgt_lang: 
 
 
 def _read_buckets(run: Run) -> None:
-    files = _test_files(run)
+    files = scored_files(run)
     if files is None:
         return
     hyp, src, ref, data_dir = files
-    hyps, srcs, refs = _lines(hyp), _lines(src), _lines(ref)
+    hyps, srcs, refs = text_lines(hyp), text_lines(src), text_lines(ref)
     if not len(hyps) == len(srcs) == len(refs):
         run.notes.append(
             f"{hyp.name} has {len(hyps)} lines for {len(srcs)} source lines: no BLEU by length"
@@ -184,7 +184,7 @@ def read_run(path: Path, name: str | None = None) -> Run:
     return run
 
 
-def _names(paths: list[Path]) -> list[str]:
+def run_names(paths: list[Path]) -> list[str]:
     """Run names: the dir name, or parent/name where two dirs share a name."""
     names = [Path(p).resolve().name for p in paths]
     return [
@@ -345,7 +345,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     """Read the runs and write `out_dir/report.md` with its PNG figures; returns the page path."""
     if not run_dirs:
         raise NMTError("give at least one run dir")
-    runs = [read_run(Path(p), n) for p, n in zip(run_dirs, _names(run_dirs))]
+    runs = [read_run(Path(p), n) for p, n in zip(run_dirs, run_names(run_dirs))]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {}

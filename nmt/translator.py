@@ -182,7 +182,7 @@ class TranslatorBase:
             if len(seq) > self.max_len:
                 message = f"{len(seq)} source tokens, truncated to the model's limit of "
                 warn(LineNote(todo[k], "truncated", f"{message}{self.max_len}"))
-                ids[k] = seq[: self.max_len - 1] + seq[-1:]  # keep </s>
+                ids[k] = self._fit(seq)
         hyps = self.search(ids, opts) if ids else []
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
         for k, i in enumerate(todo):
@@ -192,6 +192,12 @@ class TranslatorBase:
                 message = "output stopped by the length limit before its end"
                 warn(LineNote(i, "cut", f"{message} ({len(hyps[k][0].tokens)} tokens)"))
         return out
+
+    def _fit(self, src_ids: list[int]) -> list[int]:
+        """Source ids cut to the model's length limit, </s> kept."""
+        if len(src_ids) <= self.max_len:
+            return src_ids
+        return src_ids[: self.max_len - 1] + src_ids[-1:]
 
     def _translation(
         self, source: str, src_ids: list[int], h: Hypothesis, opts: SearchOptions, maps: bool
@@ -220,7 +226,7 @@ class TranslatorBase:
         if len(sources) != len(targets):
             raise NMTError(f"{len(sources)} sources but {len(targets)} targets")
         src_ids = self.tokenizer.encode_src([s.strip() for s in sources])
-        src_ids = [s if len(s) <= self.max_len else s[: self.max_len - 1] + s[-1:] for s in src_ids]
+        src_ids = [self._fit(seq) for seq in src_ids]
         tgt_ids = self.tokenizer.encode_tgt([t.strip() for t in targets])
         for i, seq in enumerate(tgt_ids):
             if len(seq) + 1 > self.max_len:
