@@ -110,6 +110,12 @@ def _training(state: RunState) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _named(scored) -> str:
+    if isinstance(scored, list):
+        return "an ensemble of " + " + ".join(scored)
+    return scored or "a checkpoint not recorded"
+
+
 def _scores(ckpt: Path) -> str:
     path = ckpt.parent / runlog.RESULTS
     if not path.is_file():
@@ -118,8 +124,8 @@ def _scores(ckpt: Path) -> str:
     scored = r.get("checkpoint")
     what = f"the {r['split']} split" if r.get("split") else f"`{r.get('source', '?')}`"
     whose = "this checkpoint (torch)"
-    if scored is None or Path(scored).resolve() != ckpt.resolve():
-        whose = f"`{scored or 'a checkpoint not recorded'}`, not this one"
+    if not isinstance(scored, str) or Path(scored).resolve() != ckpt.resolve():
+        whose = f"`{_named(scored)}`, not this one"
     rows = [
         "## Test scores\n",
         f"From {runlog.RESULTS}: {what}, {r.get('sentences', '?')} sentences, beam "

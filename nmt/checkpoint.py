@@ -166,16 +166,39 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Seq2Seq,
 
 def load_models(paths: list[Path], device: str | torch.device = "cpu"):
     """Several checkpoints that share one tokenizer: ([models], tokenizer, config of the first)."""
+    states = read_all(paths)
+    models = [model_of(s, p).to(device).eval() for s, p in zip(states, paths)]
+    return models, states[0].tokenizer, states[0].config
+
+
+def read_all(paths: list[Path]) -> list[RunState]:
+    """Checkpoints that decode together (an ensemble): they must read and write the same pieces
+    (one source encoding feeds every member; their next-token probabilities are averaged) and
+    come from the same language pair."""
     if not paths:
         raise NMTError("no checkpoints given")
-    models, first = [], None
-    for path in paths:
-        state = read(path)
-        if first is not None and state.tokenizer.vocabulary != first.tokenizer.vocabulary:
-            raise NMTError(f"{path}: its vocabulary differs from that of {paths[0]}")
-        first = first or state
-        models.append(model_of(state, path).to(device).eval())
-    return models, first.tokenizer, first.config
+    states = [read(Path(p)) for p in paths]
+    first = states[0]
+    for path, state in zip(paths[1:], states[1:]):
+        for side, (mine, theirs) in zip(
+            ("source", "target"), zip(state.tokenizer.vocabulary, first.tokenizer.vocabulary)
+        ):
+            if mine != theirs:
+                raise NMTError(
+                    f"{path}: its {side} vocabulary differs from that of {paths[0]}: models "
+                    "decode together only over one vocabulary (train them on one data dir)"
+                )
+        pair, first_pair = _languages(state), _languages(first)
+        if pair != first_pair:
+            raise NMTError(
+                f"{path}: trained on {'->'.join(map(str, pair))}, {paths[0]} on "
+                f"{'->'.join(map(str, first_pair))}"
+            )
+    return states
+
+
+def _languages(state: RunState) -> tuple[str | None, str | None]:
+    return state.data.get("src_lang"), state.data.get("tgt_lang")
 
 
 def model_of(state: RunState, path: Path) -> Seq2Seq:

@@ -41,11 +41,20 @@ def _root(
         raise typer.Exit()
 
 
+def _one_or_many(paths: list[Path] | None) -> Path | list[Path] | None:
+    """One -c path as itself, several as the list an ensemble is opened from."""
+    return paths[0] if paths and len(paths) == 1 else (paths or None)
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
 _DECODE_HINTS = typing.get_type_hints(SearchOptions)
+CHECKPOINT_HELP = (
+    "Checkpoint (a .pt file of a run dir) or nmt export dir; repeat -c to decode with an "
+    "ensemble of checkpoints."
+)
 
 
 def _decode_flags(command):
@@ -187,9 +196,7 @@ def train(
 @_decode_flags
 def translate(
     inputs: list[Path] = typer.Argument(None, help="Input files (default: stdin)."),
-    ckpt: Path = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint (a .pt file of a run dir) or nmt export dir."
-    ),
+    ckpt: list[Path] = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: stdout)."
     ),
@@ -215,6 +222,16 @@ def translate(
     flags: Path | None = typer.Option(
         None, help="Write the trust checks of each line to this JSONL file (see nmt.flags)."
     ),
+    constraints: Path | None = typer.Option(
+        None,
+        help="Target phrases each output must contain: one line per input line, "
+        "tab-separated (an empty line for none).",
+    ),
+    glossary: Path | None = typer.Option(
+        None,
+        help="TSV of SOURCE TERM<tab>TARGET TERM: the target term is required in the output "
+        "of every line that contains the source term.",
+    ),
     decode: SearchOptions = SearchOptions(),
 ) -> None:
     """Translate files or stdin, one output line per input line, in order."""
@@ -228,11 +245,13 @@ def translate(
         buffer=buffer,
         progress=not quiet and sys.stderr.isatty(),
         flags=flags,
+        constraints=constraints,
+        glossary=glossary,
     )
     views = Views(attention_layer, attention_heads, self_attention)
     attention = AttentionOutput(alignment=alignment, plot_dir=attention_plot, views=views)
     runtime = RuntimeOptions(device=device, threads=threads)
-    run_translation(ckpt, streams, decode, runtime, attention, log=_say)
+    run_translation(_one_or_many(ckpt), streams, decode, runtime, attention, log=_say)
 
 
 @app.command()
@@ -274,9 +293,7 @@ def _parity_line(parity: dict) -> str:
 def score(
     source: Path | None = typer.Argument(None, help="Source file (else TSV on stdin)."),
     target: Path | None = typer.Argument(None, help="Target file, line by line with SOURCE."),
-    ckpt: Path = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint (a .pt file of a run dir) or nmt export dir."
-    ),
+    ckpt: list[Path] = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: stdout)."
     ),
@@ -289,7 +306,7 @@ def score(
     from nmt.translator import RuntimeOptions
 
     runtime = RuntimeOptions(device=device, threads=threads)
-    run_scoring(ckpt, source, target, output, runtime, batch_tokens)
+    run_scoring(_one_or_many(ckpt), source, target, output, runtime, batch_tokens)
 
 
 @app.command()
@@ -303,9 +320,7 @@ def card(run_dir: Path = typer.Argument(..., help="A run dir (from nmt train).")
 @app.command()
 @_decode_flags
 def evaluate(
-    ckpt: Path | None = typer.Option(
-        None, "--checkpoint", "-c", help="Checkpoint (or nmt export dir) to translate with."
-    ),
+    ckpt: list[Path] | None = typer.Option(None, "--checkpoint", "-c", help=CHECKPOINT_HELP),
     data: Path | None = typer.Option(
         None, "--data", "-d", help="Data dir (default: the checkpoint's)."
     ),
@@ -328,7 +343,7 @@ def evaluate(
     from nmt.translator import RuntimeOptions
 
     inputs = EvalInputs(
-        checkpoint=ckpt,
+        checkpoint=_one_or_many(ckpt),
         data_dir=data,
         split=split,
         source=source,

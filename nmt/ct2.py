@@ -116,7 +116,7 @@ class CT2Translator(TranslatorBase):
 
         ctranslate2.set_random_seed(seed)
 
-    def search(self, ids: list[list[int]], opts: SearchOptions) -> list[list[Hypothesis]]:
+    def search(self, ids, opts: SearchOptions, constraints=None) -> list[list[Hypothesis]]:
         """n-best `Hypothesis` lists in input order.
 
         Beam search and sampling batches share one length limit. Greedy search is

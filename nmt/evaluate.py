@@ -23,7 +23,7 @@ class EvalInputs:
     the data dir it was trained on) or of `source`, or an existing `hypothesis` file; against
     `reference` (a split's own by default)."""
 
-    checkpoint: Path | None = None
+    checkpoint: Path | list[Path] | None = None  # a list: an ensemble
     data_dir: Path | None = None
     split: str = "test"
     source: Path | None = None
@@ -75,7 +75,7 @@ def evaluate(
         if decode.n_best > 1:
             raise NMTError("evaluate scores the best hypothesis of each line: leave out --n-best")
         translator = open_translator(inputs.checkpoint, runtime)
-        result["checkpoint"] = str(Path(inputs.checkpoint).resolve())
+        result["checkpoint"] = _resolved(inputs.checkpoint)
         translator.seed(decode.seed)
         source, reference = inputs.source, inputs.reference
         if source is None:
@@ -105,6 +105,12 @@ def evaluate(
     if outputs.json_out is not None:
         write_text(Path(outputs.json_out), json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _resolved(checkpoint: Path | list[Path]) -> str | list[str]:
+    if isinstance(checkpoint, list | tuple):
+        return [str(Path(p).resolve()) for p in checkpoint]
+    return str(Path(checkpoint).resolve())
 
 
 def _write_outputs(outputs: EvalOutputs, hyps: list[str], flags: list, result: dict) -> None:

@@ -39,7 +39,7 @@ def read_pairs(source: Path | None, target: Path | None) -> tuple[list[str], lis
 
 
 def run_scoring(
-    ckpt: Path,
+    ckpt: Path | list[Path],  # a list: an ensemble
     source: Path | None,
     target: Path | None,
     output: Path | None = None,

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 from nmt.batching import bucket_batches, collate, pad
+from nmt.constraints import Phrases
+from nmt.errors import NMTError
 from nmt.models.base import select_batch, src_mask_of
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -22,30 +24,45 @@ NEG_INF = float("-inf")
 
 @torch.no_grad()
 def generate(
-    model, src: Tensor, opts: SearchOptions, max_len: int, src_lens: list[int] | None = None
+    model,
+    src: Tensor,
+    opts: SearchOptions,
+    max_len: int,
+    src_lens: list[int] | None = None,
+    constraints: list[Phrases] | None = None,
 ) -> list[list[Hypothesis]]:
     """Translate a padded batch of source ids (B, S); n-best hypotheses per sentence.
-    `src_lens`, the sources' lengths, saves reading them back from the device."""
+    `src_lens`, the sources' lengths, saves reading them back from the device. `constraints`
+    (one `Phrases` per sentence) turns on constrained beam search, at any beam size."""
+    if constraints is not None and opts.sample:
+        raise NMTError("constraints need a search (beam >= 1), not sampling: leave out --sample")
     src_mask = src_mask_of(src)
     if src_lens is None:
         src_lens = src_mask.sum(1).tolist()
     limits = torch.tensor(opts.length_limits(src_lens, max_len), device=src.device)
     encoded = model.encode(src, src_mask)
-    if opts.beam == 1:
+    if opts.beam == 1 and constraints is None:
         return _greedy(model, encoded, limits, opts)
-    return _beam(model, encoded, limits, opts)
+    return _beam(model, encoded, limits, opts, constraints)
 
 
 def decode_corpus(
-    model, src_ids: list[list[int]], opts: SearchOptions, max_len: int, device
+    model,
+    src_ids: list[list[int]],
+    opts: SearchOptions,
+    max_len: int,
+    device,
+    constraints: list[Phrases] | None = None,
 ) -> list[list[Hypothesis]]:
     """Search over many encoded sentences (none empty) in length-bucketed batches within
-    `opts.budget()` source tokens; results in input order."""
+    `opts.budget()` source tokens; results in input order. `constraints`: per sentence."""
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     lengths = [len(s) for s in src_ids]
     for idx in bucket_batches(lengths, lengths, opts.budget()):
         batch = [src_ids[i] for i in idx]
-        hyps = generate(model, pad(batch, device), opts, max_len, [lengths[i] for i in idx])
+        batch_constraints = None if constraints is None else [constraints[i] for i in idx]
+        lens = [lengths[i] for i in idx]
+        hyps = generate(model, pad(batch, device), opts, max_len, lens, batch_constraints)
         for i, h in zip(idx, hyps):
             results[i] = h
     return results
@@ -173,6 +190,7 @@ class _Beams:
     scores: Tensor  # (A, K) cumulative log-probabilities
     attn: Tensor | None  # (A*K, t, S)
     limits: Tensor  # (A,) max output length (tokens incl. EOS)
+    states: list | None = None  # A*K constraint states (`Phrases`), with constraints
 
     def keep(self, idx: Tensor, K: int) -> _Beams:
         rows = (idx[:, None] * K + torch.arange(K, device=idx.device)).flatten()
@@ -182,10 +200,13 @@ class _Beams:
             self.scores[idx],
             None if self.attn is None else self.attn[rows],
             self.limits[idx],
+            None if self.states is None else [self.states[r] for r in rows.tolist()],
         )
 
 
-def _beam(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypothesis]]:
+def _beam(
+    model, encoded, limits: Tensor, opts: SearchOptions, constraints: list[Phrases] | None = None
+) -> list[list[Hypothesis]]:
     B, K, device = limits.size(0), opts.beam, limits.device
     expand = torch.arange(B, device=device).repeat_interleave(K)
     encoded = select_batch(encoded, expand)
@@ -194,6 +215,8 @@ def _beam(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypo
     scores[:, 0] = 0.0  # only the first beam expands at step 0
     tokens = torch.full((B * K, 1), BOS_ID, dtype=torch.long, device=device)
     beams = _Beams(torch.arange(B, device=device), tokens, scores, None, limits)
+    if constraints is not None:
+        beams.states = [c.start() for c in constraints for _ in range(K)]
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     step = 0
     while beams.sent.numel():
@@ -204,7 +227,10 @@ def _beam(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypo
         if opts.attention and attn is not None:
             new_attn = attn[:, None]  # (A*K, 1, S)
             beams.attn = new_attn if beams.attn is None else torch.cat([beams.attn, new_attn], 1)
-        beams, order = _beam_step(beams, logp, step, K, opts, finished)
+        if constraints is None:
+            beams, order = _beam_step(beams, logp, step, K, opts, finished)
+        else:
+            beams, order = _constrained_step(beams, logp, step, K, opts, finished, constraints)
         done = _sentences_done(beams, finished, step, opts)
         if done.any():
             keep = (~done).nonzero().flatten()
@@ -214,7 +240,8 @@ def _beam(model, encoded, limits: Tensor, opts: SearchOptions) -> list[list[Hypo
             # `encoded` is the same for every beam of a sentence: only finished sentences leave it
             encoded = select_batch(encoded, rows)
         cache = select_batch(cache, order)
-    return [sorted(f, key=lambda h: -h.score)[: opts.n_best] for f in finished]
+    # hypotheses that meet every constraint first (the others stopped at the length limit)
+    return [sorted(f, key=lambda h: (len(h.unmet), -h.score))[: opts.n_best] for f in finished]
 
 
 def _beam_step(beams: _Beams, logp: Tensor, step: int, K: int, opts, finished):
@@ -227,7 +254,7 @@ def _beam_step(beams: _Beams, logp: Tensor, step: int, K: int, opts, finished):
     ends = (tok == EOS_ID) | at_limit[:, None]
     ends[:, K:] = False  # only candidates that would make the beam count
     ends &= top_scores > NEG_INF
-    lp = length_penalty(step, opts.alpha)
+    lp = length_penalty(step, opts.rank_alpha)
     for a, j in ends.nonzero().tolist():
         row = a * K + src_beam[a, j].item()
         seq, last = beams.tokens[row, 1:].tolist(), tok[a, j].item()
@@ -254,10 +281,10 @@ def _sentences_done(beams: _Beams, finished, step: int, opts) -> Tensor:
     final score is at most its score now over the most favourable length penalty among the
     lengths still allowed (at the limit for alpha >= 0). Having K finished hypotheses is not
     enough: a longer alive beam can still win."""
-    best_alive = beams.scores[:, 0]
+    best_alive = beams.scores.max(1).values
     bound = torch.maximum(
-        best_alive / length_penalty(beams.limits.float(), opts.alpha),
-        best_alive / length_penalty(step + 1, opts.alpha),
+        best_alive / length_penalty(beams.limits.float(), opts.rank_alpha),
+        best_alive / length_penalty(step + 1, opts.rank_alpha),
     )
     done = ((step >= beams.limits) | (best_alive == NEG_INF)).tolist()
     for a, (sent, limit) in enumerate(zip(beams.sent.tolist(), bound.tolist())):
@@ -265,3 +292,76 @@ def _sentences_done(beams: _Beams, finished, step: int, opts) -> Tensor:
         if not done[a] and len(f) >= opts.n_best:
             done[a] = sorted((h.score for h in f), reverse=True)[opts.n_best - 1] >= limit
     return torch.tensor(done, device=bound.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Constrained beam search: dynamic beam allocation (Post & Vilar, 2018)
+
+
+def _constrained_step(beams: _Beams, logp: Tensor, step: int, K: int, opts, finished, phrases):
+    """`_beam_step` for hypotheses that must produce given phrases. Candidates are the best 2K
+    extensions of a sentence, each beam's best token, and every token that advances one of its
+    unmet phrases; they are banked by the constraint tokens they have produced and the K beams
+    are dealt round-robin from the fullest bank down, so that hypotheses that have met fewer
+    constraints keep a share of the beam. A hypothesis may end only once all are met."""
+    A, V = beams.scores.size(0), logp.size(-1)
+    of_row = [phrases[s] for s in beams.sent.tolist() for _ in range(K)]
+    unmet = [r for r, (p, st) in enumerate(zip(of_row, beams.states)) if not p.all_met(st)]
+    if unmet:
+        logp[unmet, EOS_ID] = NEG_INF
+    cand = beams.scores.view(-1, 1) + logp  # (A*K, V)
+    top_scores, top_idx = cand.view(A, K * V).topk(2 * K, dim=1)  # (A, 2K)
+    best_scores, best_tok = cand.max(1)  # (A*K,)
+    extra = [(r, t) for r, (p, st) in enumerate(zip(of_row, beams.states)) for t in p.wanted(st)]
+    extra_scores = cand[[r for r, _ in extra], [t for _, t in extra]].tolist() if extra else []
+    pools: list[dict] = [{} for _ in range(A)]  # per sentence: (row, token) -> score
+    for a, (ss, ii) in enumerate(zip(top_scores.tolist(), top_idx.tolist())):
+        pools[a].update(((a * K + i // V, i % V), sc) for sc, i in zip(ss, ii))
+    for r, (sc, t) in enumerate(zip(best_scores.tolist(), best_tok.tolist())):
+        pools[r // K][(r, t)] = sc
+    for (r, t), sc in zip(extra, extra_scores):
+        pools[r // K][(r, t)] = sc
+    limits, picked = beams.limits.tolist(), []
+    for a, pool in enumerate(pools):
+        p = of_row[a * K]
+        ranked = _allocate([(sc, r, t, p.advance(beams.states[r], t), p) for (r, t), sc in
+                            pool.items() if sc > NEG_INF])  # fmt: skip
+        picked.append(_deal(beams, a, K, ranked, step >= limits[a], step, opts, finished))
+    order = torch.tensor([r for row in picked for _, r, _, _ in row], device=logp.device)
+    new_tok = torch.tensor([t for row in picked for _, _, t, _ in row], device=logp.device)
+    beams.tokens = torch.cat([beams.tokens[order], new_tok[:, None]], 1)
+    beams.scores = torch.tensor([[sc for sc, *_ in row] for row in picked], device=logp.device)
+    beams.states = [st for row in picked for *_, st in row]
+    if beams.attn is not None:
+        beams.attn = beams.attn[order]
+    return beams, order
+
+
+def _allocate(cands: list[tuple]) -> list[tuple]:
+    """Candidates (score, row, token, state, phrases) in the order they take beam slots: the
+    best of each bank in turn, from the bank with most constraint tokens produced down."""
+    banks: dict[int, list[tuple]] = {}
+    for c in sorted(cands, key=lambda c: -c[0]):
+        banks.setdefault(c[4].bank(c[3]), []).append(c)
+    queues = [banks[b] for b in sorted(banks, reverse=True)]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
+def _deal(beams: _Beams, a: int, K: int, ranked, at_limit: bool, step: int, opts, finished):
+    """Sentence a's next K beams (score, row, token, state), padded with dead ones; candidates
+    that end (EOS, or any at the length limit) among the first K slots are finished."""
+    alive = []
+    lp = length_penalty(step, opts.rank_alpha)
+    for n, (sc, r, t, st, p) in enumerate(ranked):
+        if at_limit or t == EOS_ID:
+            if n < K:
+                seq = beams.tokens[r, 1:].tolist() + ([] if t == EOS_ID else [t])
+                att = beams.attn[r].cpu() if beams.attn is not None else None
+                hyp = Hypothesis(seq, sc / lp, att, ended=t == EOS_ID, unmet=p.unmet(st))
+                finished[beams.sent[a].item()].append(hyp)
+        elif len(alive) < K:
+            alive.append((sc, r, t, st))
+    if at_limit:
+        alive = []
+    dead = (NEG_INF, a * K, PAD_ID, beams.states[a * K])
+    return alive + [dead] * (K - len(alive))

@@ -102,6 +102,12 @@ class SearchOptions:
                 "and sampling (beam 1) keep one, so it has no effect there"
             )
 
+    @property
+    def rank_alpha(self) -> float:
+        """The length penalty that ranks finished hypotheses: none where search keeps one
+        (beam 1: greedy, or a constrained search of one beam)."""
+        return self.alpha if self.beam > 1 else 0.0
+
     def budget(self) -> int:
         """Source tokens per search batch: beams multiply the work per sentence, so the batch
         shrinks with the beam to keep the search state a similar size."""
@@ -126,6 +132,7 @@ class Hypothesis:
     score: float  # log-probability (length-normalised in beam search)
     attention: Any = field(default=None, repr=False)  # (len(tokens) + 1, S): torch or numpy
     ended: bool = True  # False: stopped by the length limit before its end-of-sentence
+    unmet: list[int] = field(default_factory=list)  # constraints it lacks (cut by the limit)
 
 
 def length_penalty(length, alpha: float):
@@ -137,5 +144,5 @@ def mean_logprob(h: Hypothesis, opts: SearchOptions) -> float:
     """The model's mean log-probability per output token (end of sentence included when the
     output ended): beam search scores are divided by the length penalty, undone here."""
     n = len(h.tokens) + h.ended
-    total = h.score * length_penalty(n, opts.alpha) if opts.beam > 1 else h.score
+    total = h.score * length_penalty(n, opts.rank_alpha)
     return total / max(n, 1)

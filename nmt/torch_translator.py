@@ -11,6 +11,7 @@ from nmt.config import Config
 from nmt.errors import NMTError
 from nmt.flags import Calibration
 from nmt.models.base import use_fast_cuda_kernels
+from nmt.models.ensemble import Ensemble
 from nmt.search import decode_corpus, score_corpus
 from nmt.search_options import Hypothesis, SearchOptions
 from nmt.tokenizer import BOS_ID, Tokenizer
@@ -27,26 +28,37 @@ class TorchTranslator(TranslatorBase):
         self.has_attention = model.has_attention
 
     @classmethod
-    def open(cls, path: str | Path, runtime: RuntimeOptions = RuntimeOptions()) -> TorchTranslator:
-        """Rebuild a model from a checkpoint alone."""
+    def open(
+        cls, paths: str | Path | list, runtime: RuntimeOptions = RuntimeOptions()
+    ) -> TorchTranslator:
+        """Rebuild a model from a checkpoint alone; several checkpoints decode as an ensemble."""
+        paths = [Path(p) for p in (paths if isinstance(paths, list | tuple) else [paths])]
         if runtime.threads > 0:
             torch.set_num_threads(runtime.threads)
         if runtime.device.startswith("cuda") and not torch.cuda.is_available():
             raise NMTError("--device cuda asked for, but no CUDA device is available")
         device = torch.device(runtime.device)
         use_fast_cuda_kernels(device)
-        state = checkpoint.read(Path(path))
-        model = checkpoint.model_of(state, Path(path)).to(device)
-        languages = state.data.get("src_lang"), state.data.get("tgt_lang")
-        translator = cls(model, state.tokenizer, state.config, device, languages)
-        translator.calibration = Calibration.from_dict(state.calibration)
+        states = checkpoint.read_all(paths)
+        models = [checkpoint.model_of(s, p).to(device) for s, p in zip(states, paths)]
+        first = states[0]
+        languages = first.data.get("src_lang"), first.data.get("tgt_lang")
+        model = models[0] if len(models) == 1 else Ensemble(models)
+        translator = cls(model, first.tokenizer, first.config, device, languages)
+        translator.max_len = min(s.config.model.max_len for s in states)
+        # the trust flags' confidence threshold is one model's; an ensemble's scores differ
+        translator.calibration = (
+            Calibration.from_dict(first.calibration) if len(states) == 1 else None
+        )
         return translator
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
 
-    def search(self, ids: list[list[int]], opts: SearchOptions) -> list[list[Hypothesis]]:
-        return decode_corpus(self.model, ids, opts, self.max_len, self.device)
+    constrains = True
+
+    def search(self, ids, opts: SearchOptions, constraints=None) -> list[list[Hypothesis]]:
+        return decode_corpus(self.model, ids, opts, self.max_len, self.device, constraints)
 
     def score_ids(self, src_ids, tgt_ids, batch_tokens: int) -> list[float]:
         return score_corpus(self.model, src_ids, tgt_ids, batch_tokens, self.device)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.attention_views import Views, plot_attention, plot_views
+from nmt.constraints import Glossary, read_constraints
 from nmt.errors import NMTError
 from nmt.files import atomic_write, disk_error, one_line, read_lines, remove_stale_temps
 from nmt.flags import json_line
@@ -35,6 +36,8 @@ class TranslateIO:
     buffer: int | None = None
     progress: bool = False  # a progress bar on stderr (not with a buffer)
     flags: Path | None = None  # the trust checks of each line, as JSON lines
+    constraints: Path | None = None  # per input line, tab-separated target phrases required
+    glossary: Path | None = None  # source term<tab>target term, required where the term occurs
 
     def __post_init__(self):
         for p in self.inputs:
@@ -70,7 +73,7 @@ class AttentionOutput:
 
 
 def run_translation(
-    ckpt: Path,
+    ckpt: Path | list[Path],  # a list: an ensemble
     streams: TranslateIO,
     decode: SearchOptions = SearchOptions(),
     runtime: RuntimeOptions = RuntimeOptions(),
@@ -91,6 +94,7 @@ def run_translation(
             f"the {translator.cfg.model.backend} backend has no attention: "
             "--alignment/--attention-plot need a backend with attention"
         )
+    constraints_of = _constraints_of(streams, translator, opts)
     if attention.plot_dir is not None:
         Path(attention.plot_dir).mkdir(parents=True, exist_ok=True)
 
@@ -111,6 +115,7 @@ def run_translation(
                 chunk=buffer or STREAM_LINES,
                 warn=warn,
                 maps=attention.views.detailed,
+                constraints_of=constraints_of,
             )
             for n, nbest in enumerate(stream, 1):
                 out.write(_format(nbest, opts.n_best, attention.alignment) + "\n")
@@ -121,6 +126,8 @@ def run_translation(
                 _plot(nbest[0], n, attention, translator.cfg.model.backend)
                 if bar is not None:
                     bar.update(1)
+            if constraints_of is not None:
+                constraints_of.check_count(n)
     finally:
         if bar is not None:
             bar.close()
@@ -128,6 +135,53 @@ def run_translation(
         if count > MAX_NOTES:
             log(f"warning: {count} lines in all with {NOTE_KINDS[kind]}")
     return n
+
+
+class _Required:
+    """The target phrases required of each input line: its line of a constraints file, plus the
+    glossary terms whose source term it contains."""
+
+    def __init__(self, table: list[list[str]] | None, path: Path | None, glossary):
+        self.table, self.path, self.glossary = table, path, glossary
+
+    def __call__(self, n: int, line: str) -> list[str]:
+        phrases = []
+        if self.table is not None:
+            if n >= len(self.table):
+                self.check_count(n + 1, known=False)
+            phrases += self.table[n]
+        if self.glossary is not None:
+            phrases += [t for t in self.glossary.targets(line) if t not in phrases]
+        return phrases
+
+    def check_count(self, lines: int, known: bool = True) -> None:
+        """`lines`: the input's line count (`known`), or the lines read so far."""
+        if self.table is not None and lines != len(self.table):
+            counted = str(lines) if known else "more"
+            raise NMTError(
+                f"--constraints {self.path} has {len(self.table)} lines, the input {counted}: "
+                "one line of constraints per input line (an empty line for none)"
+            )
+
+
+def _constraints_of(streams: TranslateIO, translator, opts: SearchOptions) -> _Required | None:
+    """What each line must contain (None: nothing); a constraints file's line count is
+    checked against input files before any work."""
+    if streams.constraints is None and streams.glossary is None:
+        return None
+    if not translator.constrains:
+        raise NMTError(
+            "--constraints/--glossary need a torch checkpoint: CTranslate2 has no lexically "
+            "constrained search (only target prefixes)"
+        )
+    if opts.sample:
+        raise NMTError("--constraints/--glossary need a search, not sampling: leave out --sample")
+    table = read_constraints(streams.constraints) if streams.constraints is not None else None
+    glossary = Glossary.read(streams.glossary) if streams.glossary is not None else None
+    required = _Required(table, streams.constraints, glossary)
+    if table is not None and streams.inputs:
+        required.check_count(sum(1 for _ in read_lines(streams.inputs)))
+    return required
 
 
 @contextmanager

@@ -56,6 +56,7 @@ NOTE_KINDS = {  # what each kind of note means
     "truncated": "input truncated to the length limit",
     "uncovered": "characters outside the vocabulary (read as <unk>, usually lost)",
     "cut": "output stopped by the length limit before its end",
+    "unmet": "a required phrase (constraint) missing: not met within the length limit",
 }
 
 
@@ -143,12 +144,17 @@ class TranslatorBase:
     src_lang: str | None = None
     tgt_lang: str | None = None
     calibration: Calibration | None = None  # of the trust flags, from the validation split
+    constrains: bool = False  # whether `search` takes constraints (lexically constrained search)
 
     def seed(self, seed: int) -> None:
         """Seed the random draws of sampling."""
         raise NotImplementedError
 
-    def search(self, ids: list[list[int]], opts: SearchOptions) -> list[list[Hypothesis]]:
+    def search(
+        self, ids: list[list[int]], opts: SearchOptions, constraints: list | None = None
+    ) -> list[list[Hypothesis]]:
+        """n-best hypotheses per sentence; `constraints`: a `Phrases` per sentence (where the
+        runtime `constrains`)."""
         raise NotImplementedError
 
     def translate(self, sentences: list[str], beam: int | None = None, **options) -> list[str]:
@@ -165,12 +171,15 @@ class TranslatorBase:
         *,
         warn: Callable[[LineNote], None] | None = None,
         maps: bool = False,
+        constraints: list[list[str]] | None = None,
     ) -> list[list[Translation]]:
         """n-best `Translation`s per sentence; `warn(note)` hears every `LineNote` (by default
         a `warnings.warn`).
 
         `maps=True` also fills `Translation.maps` with the attention of every layer and head
         (one extra teacher-forced pass per hypothesis; needs `opts.attention` for the pieces).
+        `constraints`: per sentence, target phrases that every output must contain (a phrase
+        the length limit leaves no room for is a `LineNote` of kind "unmet").
         """
         warn = warn or _warn
         todo = [i for i, s in enumerate(sentences) if s.strip()]
@@ -183,7 +192,8 @@ class TranslatorBase:
                 message = f"{len(seq)} source tokens, truncated to the model's limit of "
                 warn(LineNote(todo[k], "truncated", f"{message}{self.max_len}"))
                 ids[k] = self._fit(seq)
-        hyps = self.search(ids, opts) if ids else []
+        phrases = self._phrases([constraints[i] for i in todo]) if constraints is not None else None
+        hyps = self.search(ids, opts, phrases) if ids else []
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
         for k, i in enumerate(todo):
             source = sentences[i].strip()
@@ -191,7 +201,21 @@ class TranslatorBase:
             if "cut" in out[i][0].flags["flags"]:
                 message = "output stopped by the length limit before its end"
                 warn(LineNote(i, "cut", f"{message} ({len(hyps[k][0].tokens)} tokens)"))
+            if hyps[k][0].unmet:
+                missing = ", ".join(repr(constraints[i][j]) for j in hyps[k][0].unmet)
+                warn(LineNote(i, "unmet", f"not met within the length limit: {missing}"))
         return out
+
+    def _phrases(self, constraints: list[list[str]]) -> list:
+        """Each sentence's target phrases as the tokens the model would produce for them."""
+        from nmt.constraints import Phrases
+
+        if not self.constrains:
+            raise NMTError(
+                "constrained search needs a torch checkpoint: CTranslate2 has no lexical "
+                "constraints (only target prefixes)"
+            )
+        return [Phrases(self.tokenizer.encode_tgt(c)) if c else Phrases([]) for c in constraints]
 
     def _fit(self, src_ids: list[int]) -> list[int]:
         """Source ids cut to the model's length limit, </s> kept."""
@@ -256,8 +280,10 @@ class TranslatorBase:
         chunk: int = STREAM_LINES,
         warn: Callable[[LineNote], None] | None = None,
         maps: bool = False,
+        constraints_of: Callable[[int, str], list[str]] | None = None,
     ) -> Iterator[list[Translation]]:
-        """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order."""
+        """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order.
+        `constraints_of(n, line)`: the target phrases required of line n (from 0)."""
         buf: list[str] = []
         offset = 0
         warn = warn or _warn
@@ -266,7 +292,12 @@ class TranslatorBase:
             def chunk_warn(note: LineNote):
                 warn(replace(note, line=offset + note.line))
 
-            return self.translate_detailed(buf, opts, warn=chunk_warn, maps=maps)
+            constraints = None
+            if constraints_of is not None:
+                constraints = [constraints_of(offset + n, line) for n, line in enumerate(buf)]
+            return self.translate_detailed(
+                buf, opts, warn=chunk_warn, maps=maps, constraints=constraints
+            )
 
         for line in lines:
             buf.append(line.rstrip("\r\n"))
