@@ -22,15 +22,25 @@ from pathlib import Path
 from nmt.errors import NMTError
 from nmt.files import read_text_lines
 
-State = tuple[int, ...]  # per phrase: tokens matched so far, or MET
+State = tuple[int, ...]  # per phrase: tokens matched so far (all: awaiting a word edge), or MET
 MET = -1
 
 
 class Phrases:
-    """One sentence's constraints as token sequences (none empty, no duplicates)."""
+    """One sentence's constraints as token sequences (none empty; `unmet` gives their indices).
 
-    def __init__(self, phrases: list[list[int]]):
-        self.phrases = list(dict.fromkeys(tuple(p) for p in phrases if p))
+    A phrase that ends in a letter or digit of a script written with spaces is met only when the
+    token after it does not glue more letters onto its last word (`glue`: the ids of pieces
+    that continue a word), so that "dog" is not met by "dogs"; the end of the output is an edge.
+    """
+
+    def __init__(self, phrases: list[list[int]], glue: frozenset[int] = frozenset(), edged=None):
+        self.phrases = [tuple(p) for p in phrases]
+        if not all(self.phrases):
+            raise ValueError("an empty constraint")
+        self.glue = glue
+        # per phrase: whether it must end at a word edge (default: every phrase)
+        self.edged = [True] * len(self.phrases) if edged is None else edged
         self._next: dict[tuple[State, int], State] = {}
 
     def __bool__(self) -> bool:
@@ -43,33 +53,42 @@ class Phrases:
         """The state after the hypothesis produces `token`."""
         key = (state, token)
         if key not in self._next:
-            nxt = []
-            for phrase, m in zip(self.phrases, state):
-                if m != MET:
-                    m = _matched(phrase, m, token)
-                    m = MET if m == len(phrase) else m
-                nxt.append(m)
-            self._next[key] = tuple(nxt)
+            self._next[key] = tuple(self._step(i, m, token) for i, m in enumerate(state))
         return self._next[key]
+
+    def _step(self, i: int, m: int, token: int) -> int:
+        phrase = self.phrases[i]
+        if m == MET:
+            return MET
+        if m == len(phrase) and token not in self.glue:
+            return MET  # complete, and the next token starts a new word (or ends the output)
+        m = _matched(phrase, m, token)
+        return MET if m == len(phrase) and not self.edged[i] else m
+
+    def _done(self, i: int, m: int) -> bool:
+        """Met, or complete and awaiting its word edge (the output may end there)."""
+        return m == MET or m == len(self.phrases[i])
 
     def bank(self, state: State) -> int:
         """Constraint tokens produced: every met phrase in full, plus the longest partial match."""
-        met = sum(len(p) for p, m in zip(self.phrases, state) if m == MET)
-        return met + max((m for m in state if m != MET), default=0)
+        done = sum(len(p) for i, (p, m) in enumerate(zip(self.phrases, state)) if self._done(i, m))
+        return done + max((m for i, m in enumerate(state) if not self._done(i, m)), default=0)
 
     def wanted(self, state: State) -> set[int]:
         """Tokens that advance an unmet phrase (its next token, or its first)."""
         tokens = set()
-        for p, m in zip(self.phrases, state):
-            if m != MET:
+        for i, (p, m) in enumerate(zip(self.phrases, state)):
+            if not self._done(i, m):
                 tokens.update((p[m], p[0]))
         return tokens
 
-    def all_met(self, state: State) -> bool:
-        return all(m == MET for m in state)
+    def may_end(self, state: State) -> bool:
+        """Whether the output may end here: every phrase is in it."""
+        return all(self._done(i, m) for i, m in enumerate(state))
 
     def unmet(self, state: State) -> list[int]:
-        return [i for i, m in enumerate(state) if m != MET]
+        """The phrases an output ending here lacks."""
+        return [i for i, m in enumerate(state) if not self._done(i, m)]
 
 
 def _matched(phrase: tuple[int, ...], m: int, token: int) -> int:
@@ -84,6 +103,12 @@ def _matched(phrase: tuple[int, ...], m: int, token: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Where constraints come from
+
+
+def glue_ids(pieces: list[str]) -> frozenset[int]:
+    """The ids of SentencePiece pieces that continue the word before them: no word-boundary
+    mark, and a letter or digit of a script written with spaces first."""
+    return frozenset(i for i, p in enumerate(pieces) if p and p[0] != "\u2581" and spaced(p[0]))
 
 
 def read_constraints(path: Path) -> list[list[str]]:
@@ -118,11 +143,11 @@ class Glossary:
 
 
 def _word_pattern(term: str) -> str:
-    before = r"(?<!\w)" if _spaced(term[0]) else ""
-    after = r"(?!\w)" if _spaced(term[-1]) else ""
+    before = r"(?<!\w)" if spaced(term[0]) else ""
+    after = r"(?!\w)" if spaced(term[-1]) else ""
     return before + re.escape(term) + after
 
 
-def _spaced(ch: str) -> bool:
+def spaced(ch: str) -> bool:
     """A letter or digit of a script whose words are separated by spaces (not CJK, Thai...)."""
     return unicodedata.category(ch) in ("Lu", "Ll", "Lt", "Nd")

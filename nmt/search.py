@@ -306,9 +306,9 @@ def _constrained_step(beams: _Beams, logp: Tensor, step: int, K: int, opts, fini
     constraints keep a share of the beam. A hypothesis may end only once all are met."""
     A, V = beams.scores.size(0), logp.size(-1)
     of_row = [phrases[s] for s in beams.sent.tolist() for _ in range(K)]
-    unmet = [r for r, (p, st) in enumerate(zip(of_row, beams.states)) if not p.all_met(st)]
-    if unmet:
-        logp[unmet, EOS_ID] = NEG_INF
+    early = [r for r, (p, st) in enumerate(zip(of_row, beams.states)) if not p.may_end(st)]
+    if early:
+        logp[early, EOS_ID] = NEG_INF
     cand = beams.scores.view(-1, 1) + logp  # (A*K, V)
     top_scores, top_idx = cand.view(A, K * V).topk(2 * K, dim=1)  # (A, 2K)
     best_scores, best_tok = cand.max(1)  # (A*K,)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nmt.config import Config
+from nmt.constraints import Phrases, glue_ids, spaced
 from nmt.errors import NMTError
 from nmt.flags import Calibration, LineFacts, check
 from nmt.search_options import Hypothesis, SearchOptions, mean_logprob
@@ -145,6 +146,7 @@ class TranslatorBase:
     tgt_lang: str | None = None
     calibration: Calibration | None = None  # of the trust flags, from the validation split
     constrains: bool = False  # whether `search` takes constraints (lexically constrained search)
+    _glue: frozenset[int] | None = None  # target pieces that continue a word (`glue_ids`)
 
     def seed(self, seed: int) -> None:
         """Seed the random draws of sampling."""
@@ -192,6 +194,10 @@ class TranslatorBase:
                 message = f"{len(seq)} source tokens, truncated to the model's limit of "
                 warn(LineNote(todo[k], "truncated", f"{message}{self.max_len}"))
                 ids[k] = self._fit(seq)
+        if constraints is not None:  # without duplicates, as `LineNote`s name them
+            constraints = [
+                list(dict.fromkeys(p.strip() for p in c if p.strip())) for c in constraints
+            ]
         phrases = self._phrases([constraints[i] for i in todo]) if constraints is not None else None
         hyps = self.search(ids, opts, phrases) if ids else []
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
@@ -206,16 +212,21 @@ class TranslatorBase:
                 warn(LineNote(i, "unmet", f"not met within the length limit: {missing}"))
         return out
 
-    def _phrases(self, constraints: list[list[str]]) -> list:
+    def _phrases(self, constraints: list[list[str]]) -> list[Phrases]:
         """Each sentence's target phrases as the tokens the model would produce for them."""
-        from nmt.constraints import Phrases
-
         if not self.constrains:
             raise NMTError(
                 "constrained search needs a torch checkpoint: CTranslate2 has no lexical "
                 "constraints (only target prefixes)"
             )
-        return [Phrases(self.tokenizer.encode_tgt(c)) if c else Phrases([]) for c in constraints]
+        if self._glue is None:
+            self._glue = glue_ids(self.tokenizer.tgt_pieces(range(self.tokenizer.tgt_vocab_size)))
+        return [
+            Phrases(self.tokenizer.encode_tgt(c), self._glue, [spaced(p[-1]) for p in c])
+            if c
+            else Phrases([])
+            for c in constraints
+        ]
 
     def _fit(self, src_ids: list[int]) -> list[int]:
         """Source ids cut to the model's length limit, </s> kept."""

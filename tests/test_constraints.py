@@ -20,16 +20,28 @@ def test_a_phrase_is_followed_through_overlapping_restarts():
         state = p.advance(state, tok)
     assert state == (2,) and p.bank(state) == 2 and p.wanted(state) == {2, 1}
     state = p.advance(state, 2)
-    assert state == (MET,) and p.all_met(state) and p.unmet(state) == []
+    assert p.may_end(state) and p.unmet(state) == [] and p.wanted(state) == set()
+    assert p.advance(state, 5) == (MET,)  # the next word starts: met for good
     assert p.advance(p.advance(p.start(), 1), 3) == (0,)  # a wrong token starts over
 
 
+def test_a_phrase_is_met_only_at_a_word_edge():
+    glue = frozenset({9})  # a piece that continues a word ("s" after "dog")
+    p = Phrases([[5]], glue)
+    done = p.advance(p.start(), 5)
+    assert p.may_end(done)  # the output may end right after the phrase
+    assert p.advance(done, 9) == (0,) and not p.may_end(p.advance(done, 9))
+    assert p.advance(done, 7) == (MET,) and p.advance(p.advance(done, 7), 9) == (MET,)
+    loose = Phrases([[5]], glue, edged=[False])  # a phrase ending in, say, a CJK character
+    assert loose.advance(loose.start(), 5) == (MET,)
+
+
 def test_banks_count_met_phrases_in_full_and_the_longest_partial_match():
-    p = Phrases([[5, 6], [7, 8, 9], [5, 6]])  # the duplicate counts once
+    p = Phrases([[5, 6], [7, 8, 9]])
     state = p.start()
     for tok in (5, 6, 7, 8):
         state = p.advance(state, tok)
-    assert p.bank(state) == 2 + 2 and p.unmet(state) == [1] and not p.all_met(state)
+    assert p.bank(state) == 2 + 2 and p.unmet(state) == [1] and not p.may_end(state)
 
 
 def test_glossary_terms_match_as_words():
@@ -67,8 +79,9 @@ def test_every_constraint_appears_in_every_output(model, beam, n_best):
         assert [n for n in notes if n.kind == "unmet"] == []
         for phrases, nbest in zip(constraints, out):
             assert len(nbest) == n_best
-            for h in nbest:
-                assert all(p in h.text for p in phrases), (phrases, h.text)
+            for h in nbest:  # as whole words: "red" is not met by "reds"
+                words = f" {h.text} "
+                assert all(f" {p} " in words for p in phrases), (phrases, h.text)
 
 
 def test_constrained_outputs_score_as_reported(model):
