@@ -35,5 +35,5 @@ class Translator(TranslatorBase):
     """`Translator.load(path)`: `open_translator` under the name the Python API has always had."""
 
     @staticmethod
-    def load(path: str | Path, device: str = "cpu", threads: int = 0) -> TranslatorBase:
+    def load(path: str | Path | list, device: str = "cpu", threads: int = 0) -> TranslatorBase:
         return open_translator(path, RuntimeOptions(device, threads))

@@ -80,6 +80,10 @@ HOW = {
     "nmt card runs/deen": RUN,
     "nmt score -c runs/deen/best.pt input.de output.en > scores.tsv": RUN,
     "paste input.de output.en | nmt score -c runs/deen/best.pt": RUN,
+    "nmt translate -c runs/seed1/best.pt -c runs/seed2/best.pt input.de > ensemble.en": RUN,
+    "nmt score -c runs/seed1/best.pt -c runs/seed2/best.pt input.de output.en": RUN,
+    "nmt translate -c best.pt --constraints required.txt input.de": RUN,
+    "nmt translate -c best.pt --glossary terms.tsv input.de": RUN,
     "make -C recipes/multi30k-de-en all": MAKE_DRY,
     "make -C recipes/iwslt14-de-en all": MAKE_DRY,
     'make -C recipes/iwslt14-de-en all DATA=/data/iwslt14 TRAIN_ARGS="train.max_time=120"': MAKE_DRY,
@@ -143,6 +147,11 @@ def sandbox(trained, tmp_path_factory):
     for name in ("input.de", "mono.de"):
         (proj / name).write_text("\n".join(src) + "\n")
     (proj / "ref.en").write_text("\n".join(src) + "\n")
+    for seed in ("seed1", "seed2"):  # an ensemble's members
+        (proj / "runs" / seed).mkdir(parents=True)
+        checkpoint.save(stand_in, proj / "runs" / seed / "best.pt")
+    (proj / "required.txt").write_text("red\n\nblue\tgreen\n\n")  # a line per input line
+    (proj / "terms.tsv").write_text(f"{src[0].split()[0]}\tmoon\n")
     env = ENV | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV['PATH']}"}
     return proj, env
 
