@@ -49,7 +49,13 @@ class RunState:
     scheduler: dict | None = None
     rng: dict | None = None
     calibration: dict | None = None  # the trust flags' thresholds (`nmt.flags.Calibration`)
+    ema: dict | None = None  # the weights' moving average (train.ema_decay), beside the raw ones
     extra: dict = field(default_factory=dict)  # e.g. averaged_from
+
+    @property
+    def weights(self) -> dict:
+        """What to translate with: the moving average where the run kept one, else the weights."""
+        return self.ema if self.ema is not None else self.model
 
     def to_dict(self) -> dict:
         tok = self.tokenizer
@@ -68,6 +74,8 @@ class RunState:
         }
         if self.calibration is not None:
             state["calibration"] = self.calibration
+        if self.ema is not None:
+            state["ema"] = self.ema
         for key in _TRAINING_KEYS:
             if getattr(self, key) is not None:
                 state[key] = getattr(self, key)
@@ -82,7 +90,7 @@ class RunState:
                 _tensor_to_bytes(tok["src"]), _tensor_to_bytes(tgt) if tgt is not None else None
             )
             known = {"format", "version", "config", "model", "tokenizer", "data", "progress"}
-            known.add("calibration")
+            known |= {"calibration", "ema"}
             return cls(
                 config=from_dict(Config, state["config"]),
                 model=state["model"],
@@ -91,15 +99,17 @@ class RunState:
                 progress=dict(state.get("progress") or {}),
                 **{k: state.get(k) for k in _TRAINING_KEYS},
                 calibration=state.get("calibration"),
+                ema=state.get("ema"),
                 extra={k: v for k, v in state.items() if k not in known | set(_TRAINING_KEYS)},
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise NMTError(f"{path}: checkpoint is incomplete ({str(e)[:100]})") from None
 
     def inference_only(self) -> RunState:
+        """Without the training state; the weights are those to translate with (`weights`)."""
         return RunState(
             self.config,
-            self.model,
+            self.weights,
             self.tokenizer,
             self.data,
             self.progress,
@@ -209,7 +219,7 @@ def model_of(state: RunState, path: Path) -> Seq2Seq:
             model = build_model(
                 state.config.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.joint
             )
-        model.load_state_dict(state.model)
+        model.load_state_dict(state.weights)
     except (KeyError, RuntimeError, TypeError) as e:
         raise NMTError(
             f"{path}: checkpoint is incomplete or does not match its config ({str(e)[:100]})"
@@ -287,10 +297,10 @@ def average(paths: list[Path], out: Path) -> None:
             what = "model config" if state.config.model != first.config.model else "vocabulary"
             raise NMTError(f"{path}: its {what} differs from that of {paths[0]}: not one run")
     avg = {}
-    for k, v in first.model.items():
+    for k, v in first.weights.items():
         if v.is_floating_point():
             try:
-                avg[k] = sum(s.model[k].double() for s in states).div(len(states)).to(v.dtype)
+                avg[k] = sum(s.weights[k].double() for s in states).div(len(states)).to(v.dtype)
             except (KeyError, RuntimeError):
                 raise NMTError(
                     f"checkpoints do not have the same architecture (tensor {k})"

@@ -53,6 +53,8 @@ class TrainConfig:
     warmup: int = field(default=4000, metadata=CARRIED)
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # 0: no clipping
+    # weights' exponential moving average, validated and translated with; 0: off
+    ema_decay: float = field(default=0.0, metadata=CARRIED)
     precision: str = "fp32"
     compile: bool = False
     valid_every: int = 1000  # steps
@@ -87,6 +89,8 @@ class TrainConfig:
         for name in ("weight_decay", "valid_max_sentences", "threads"):
             positive(f"train.{name}", getattr(self, name), allow_zero=True)
         probability("train.label_smoothing", self.label_smoothing)
+        if not 0 <= self.ema_decay < 1:
+            raise NMTError(f"train.ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if not all(0 <= b < 1 for b in self.betas):
             raise NMTError(f"train.betas must be in [0, 1), got {list(self.betas)}")
         if self.best_metric == "bleu" and not self.valid_bleu:

@@ -24,6 +24,7 @@ import torch
 from nmt import checkpoint, datadir, files, runlog, scores
 from nmt.batching import Prefetcher, TrainBatches, bucket_batches, collate
 from nmt.config import RESUME_FIXED, Config, dump_config
+from nmt.ema import EMA
 from nmt.errors import Interrupted, NMTError
 from nmt.flags import Calibration
 from nmt.models.backends import build_model
@@ -330,6 +331,9 @@ class Trainer:
             train_ds, cfg.train.max_tokens, cfg.train.seed, self.rank, self.world
         )
         self.model, self.optimizer, self.scheduler = self._build()
+        # the moving average of the weights (train.ema_decay): kept by the rank that validates
+        decay = cfg.train.ema_decay
+        self.ema = EMA(self.model, decay) if decay and self.main else None
         self.progress = Progress()
         self.calibration: Calibration | None = None  # the trust flags', from the last validation
         if state is not None:
@@ -393,6 +397,8 @@ class Trainer:
 
     def _restore(self, state: checkpoint.RunState) -> None:
         self.model.load_state_dict(state.model)
+        if self.ema is not None:
+            self.ema.load_state_dict(state.ema)
         self.optimizer.load_state_dict(state.optimizer)
         _restore_fused(self.optimizer, self.device)
         self.scheduler.load_state_dict(state.scheduler)
@@ -499,6 +505,8 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.progress.step)
 
     def after_step(self, loss_sum: float, n_tok: int, n_batches: int) -> str | None:
         """Count the update, log it, validate and save when due; a stop reason or None."""
@@ -558,9 +566,8 @@ class Trainer:
             result["train_loss"] = p.since_valid_loss / p.since_valid_tokens
         p.since_valid_loss, p.since_valid_tokens = 0.0, 0
         if self.valid is not None:
-            result = validation_scores(
-                self.model, self.cfg, self.valid, self.tokenizer, self.device
-            )
+            model = self.ema.model if self.ema is not None else self.model
+            result = validation_scores(model, self.cfg, self.valid, self.tokenizer, self.device)
             self.calibration = result.pop("calibration", self.calibration)
         if result:
             self.log.valid(p.step, result, p.train_seconds / 60)
@@ -597,8 +604,11 @@ class Trainer:
             data=datadir.languages(self.meta),
             progress=dict(self.progress.__dict__),
             calibration=self.calibration.to_dict() if self.calibration else None,
+            ema=self.ema.state_dict() if self.ema is not None else None,
         )
-        if not inference_only:
+        if inference_only:
+            state = state.inference_only()
+        else:
             state.optimizer = self.optimizer.state_dict()
             state.scheduler = self.scheduler.state_dict()
             state.rng = _rng_state()
