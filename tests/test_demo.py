@@ -4,7 +4,7 @@ import random
 import re
 
 from nmt import demo_corpus as dc
-from nmt.demo import DEMO_SENTENCES
+from nmt.demo import DEMO_EXPECTED, DEMO_MIN_BLEU, DEMO_SENTENCES, check
 
 
 def english_words() -> set[str]:
@@ -69,4 +69,14 @@ def test_showcase_sentences_are_sentences_of_the_grammar():
         dc.sentence(f"today {today[0]}", f"heute {today[1]}"),
     ]
     assert [en for en, _ in expected] == DEMO_SENTENCES
+    assert [de for _, de in expected] == DEMO_EXPECTED  # what the demo checks its output against
     assert expected[1][1] == "Eine junge Frau sagt, dass der Lehrer das neue Buch gefunden hat."
+
+
+def test_the_demo_checks_its_own_result():
+    assert check(DEMO_EXPECTED, DEMO_MIN_BLEU) == []
+    wrong = ["Heute.", *DEMO_EXPECTED[1:]]
+    problems = check(wrong, DEMO_MIN_BLEU - 0.01)
+    assert len(problems) == 2
+    assert problems[0].startswith("showcase line 1 is 'Heute.', the grammar says 'Der alte Mann")
+    assert "test BLEU" in problems[1]
