@@ -12,6 +12,7 @@ import mmap
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,20 +71,49 @@ def read_lengths(ds, name: str) -> np.ndarray:
     return np.asarray(ds[name])
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Subword regularisation of training batches (`Tokenizer.sample`): smoothing or dropout
+    `alpha`, over the `nbest` best segmentations (-1: all)."""
+
+    alpha: float
+    nbest: int = -1
+
+
+OVERSIZE = 1.1  # a sampled batch over max_tokens by more than this factor is split
+
+
 class TrainBatches:
     """Batches of an encoded split for one process of a (possibly distributed) run.
 
-    Only the lengths live in RAM; token ids are read from the memory-mapped split per batch."""
+    Only the lengths live in RAM; token ids are read from the memory-mapped split per batch.
+    With `sampling`, a batch's text is read instead and segmented at random: batches are cut
+    on the stored (deterministic) lengths, and one that sampling makes more than `OVERSIZE`
+    times `max_tokens` is split in two (recursively). The draws of batch i of an epoch depend on
+    (seed, epoch, i) alone, so a resumed run samples what the uninterrupted one did."""
 
-    def __init__(self, ds, max_tokens: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        ds,
+        max_tokens: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        sampling: Sampling | None = None,
+        tokenizer=None,
+    ):
         self.ds = ds
         self.src_len = read_lengths(ds, "src_len")
         self.tgt_len = read_lengths(ds, "tgt_len")
         self.max_tokens, self.seed, self.rank, self.world = max_tokens, seed, rank, world
+        self.sampling, self.tokenizer = sampling, tokenizer
         table = getattr(ds, "data", None)
         self.columns = None  # memory-mapped list<int32> columns, read chunk by chunk
+        self.texts = None  # and the text columns, with sampling
         if table is not None and getattr(ds, "_indices", None) is None:
             self.columns = [ChunkedRows(table.table.column(n)) for n in ("src_ids", "tgt_ids")]
+            if sampling is not None:
+                self.texts = [TextRows(table.table.column(n)) for n in ("src_text", "tgt_text")]
         self.pages = MappedPages([f["filename"] for f in getattr(ds, "cache_files", [])])
         self.reads = 0
 
@@ -98,17 +128,60 @@ class TrainBatches:
         """Target tokens of a batch (EOS included): its tgt_out's non-pad positions."""
         return int(self.tgt_len[idx].sum())
 
-    def read(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The padded CPU tensors of one batch, read from Arrow without Python lists."""
-        if self.columns is None:
-            rows = self.ds[idx.tolist()]
-            return collate(rows["src_ids"], rows["tgt_ids"], "cpu")
+    def read(self, idx: np.ndarray, key: tuple[int, int] = (0, 0)) -> tuple[list, int]:
+        """The padded CPU tensors of one batch (several when a sampled batch is split) and
+        their target tokens; `key` = (epoch, batch index) seeds the sampling."""
         self.reads += 1
         if self.reads % RELEASE_EVERY == 0:
             self.pages.release()
+        if self.sampling is not None:
+            return self._sampled(idx, key)
+        if self.columns is None:
+            rows = self.ds[idx.tolist()]
+            return [collate(rows["src_ids"], rows["tgt_ids"], "cpu")], self.target_tokens(idx)
         src_vals, src_lens = self.columns[0].take(idx)
         tgt_vals, tgt_lens = self.columns[1].take(idx)
-        return _pad_flat(src_vals, src_lens, tgt_vals, tgt_lens)
+        return [_pad_flat(src_vals, src_lens, tgt_vals, tgt_lens)], self.target_tokens(idx)
+
+    def _sampled(self, idx: np.ndarray, key: tuple[int, int]) -> tuple[list, int]:
+        if self.texts is not None:
+            srcs, tgts = self.texts[0].take(idx), self.texts[1].take(idx)
+        else:
+            rows = self.ds[idx.tolist()]
+            srcs, tgts = rows["src_text"], rows["tgt_text"]
+        seed = int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0])
+        src, tgt = self.tokenizer.sample(srcs, tgts, self.sampling.alpha, self.sampling.nbest, seed)
+        parts = _split_oversize(list(zip(src, tgt)), int(OVERSIZE * self.max_tokens))
+        batches = [collate([s for s, _ in p], [t for _, t in p], "cpu") for p in parts]
+        return batches, sum(len(t) + 1 for t in tgt)
+
+
+def _split_oversize(pairs: list, limit: int) -> list[list]:
+    """`pairs` as one batch, or halves (recursively) while the padded size is over `limit`."""
+    size = len(pairs) * max(max(len(s), len(t) + 1) for s, t in pairs)
+    if size <= limit or len(pairs) == 1:
+        return [pairs]
+    half = len(pairs) // 2
+    return _split_oversize(pairs[:half], limit) + _split_oversize(pairs[half:], limit)
+
+
+class TextRows:
+    """Rows of a chunked string column by global index, taken chunk by chunk (as `ChunkedRows`:
+    never the whole column at once)."""
+
+    def __init__(self, column):
+        self.chunks = column.chunks
+        self.starts = np.cumsum([0] + [len(c) for c in self.chunks])
+
+    def take(self, idx: np.ndarray) -> list[str]:
+        idx = np.asarray(idx, dtype=np.int64)
+        chunk = np.searchsorted(self.starts, idx, side="right") - 1
+        out: list = [None] * len(idx)
+        for c in np.unique(chunk):
+            rows = np.flatnonzero(chunk == c)
+            for r, text in zip(rows, self.chunks[c].take(idx[rows] - self.starts[c]).to_pylist()):
+                out[r] = text
+        return out
 
 
 class ChunkedRows:
@@ -224,8 +297,11 @@ class Prefetcher:
     still decides the next batch exactly. On GPU the tensors are pinned and copied with
     `non_blocking`. `wait_seconds` is the time the consumer spent blocked on data."""
 
-    def __init__(self, batches: TrainBatches, schedule, start: int, device, depth: int = 4):
+    def __init__(
+        self, batches: TrainBatches, schedule, start: int, device, epoch: int = 0, depth: int = 4
+    ):
         self.schedule, self.next_index, self.device = schedule, start, torch.device(device)
+        self.epoch = epoch
         self.pin = self.device.type == "cuda"
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopped = threading.Event()
@@ -238,9 +314,10 @@ class Prefetcher:
     def _fill(self, batches: TrainBatches, start: int) -> None:
         for i in range(start, len(self.schedule)):
             try:
-                item = batches.read(self.schedule[i])
+                parts, n_tokens = batches.read(self.schedule[i], (self.epoch, i))
                 if self.pin:
-                    item = tuple(t.pin_memory() for t in item)
+                    parts = [tuple(t.pin_memory() for t in part) for part in parts]
+                item = (parts, n_tokens)
             except BaseException as e:  # handed to the consumer, raised there
                 item = e
             while not self.stopped.is_set():
@@ -252,8 +329,9 @@ class Prefetcher:
             if self.stopped.is_set() or isinstance(item, BaseException):
                 return
 
-    def take(self, idx: np.ndarray):
-        """The next batch of the schedule (which must be `idx`) on the device."""
+    def take(self, idx: np.ndarray) -> tuple[list, int]:
+        """The next batch of the schedule (which must be `idx`) on the device: its padded
+        tensors (more than one when a sampled batch was split) and its target tokens."""
         t0 = time.perf_counter()
         i, item = self.queue.get()
         self.wait_seconds += time.perf_counter() - t0
@@ -262,7 +340,9 @@ class Prefetcher:
         if i != self.next_index or self.schedule[i] is not idx:
             raise RuntimeError(f"prefetcher out of order: batch {i}, expected {self.next_index}")
         self.next_index += 1
-        return tuple(t.to(self.device, non_blocking=self.pin) for t in item)
+        parts, n_tokens = item
+        device = [tuple(t.to(self.device, non_blocking=self.pin) for t in p) for p in parts]
+        return device, n_tokens
 
     def close(self) -> float:
         """Stop the thread; returns the seconds the consumer waited for data."""

@@ -53,6 +53,10 @@ class TrainConfig:
     warmup: int = field(default=4000, metadata=CARRIED)
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # 0: no clipping
+    # subword regularisation of training batches: SentencePiece sampling (unigram: smoothing
+    # alpha over the subword_nbest best segmentations, -1: all; BPE: dropout alpha); 0: off
+    subword_alpha: float = 0.0
+    subword_nbest: int = -1
     # weights' exponential moving average, validated and translated with; 0: off
     ema_decay: float = field(default=0.0, metadata=CARRIED)
     precision: str = "fp32"
@@ -89,6 +93,14 @@ class TrainConfig:
         for name in ("weight_decay", "valid_max_sentences", "threads"):
             positive(f"train.{name}", getattr(self, name), allow_zero=True)
         probability("train.label_smoothing", self.label_smoothing)
+        if not 0 <= self.subword_alpha <= 1:
+            raise NMTError(
+                f"train.subword_alpha must be in [0, 1] (0: off), got {self.subword_alpha}"
+            )
+        if self.subword_nbest != -1 and self.subword_nbest < 2:
+            raise NMTError(
+                f"train.subword_nbest must be -1 (all) or >= 2, got {self.subword_nbest}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise NMTError(f"train.ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if not all(0 <= b < 1 for b in self.betas):

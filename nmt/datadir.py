@@ -2,7 +2,8 @@
 
     meta.json                 languages, vocab sizes, counts, options, input fingerprint
     spm.model | spm.{src,tgt}.model
-    {train,valid,test}/       Arrow datasets (memory-mapped): src_ids, tgt_ids, src_len, tgt_len
+    {train,valid,test}/       Arrow datasets (memory-mapped): src_ids, tgt_ids, src_len, tgt_len,
+                              src_text, tgt_text (the text encoded; absent in older data dirs)
     {valid,test}.{src,tgt}    raw text, aligned line by line with the references
 
 This module owns the names and the layout; everyone else calls it.
@@ -28,7 +29,16 @@ def encoded_schema():
     import pyarrow as pa
 
     ids, length = pa.list_(pa.int32()), pa.int32()
-    return pa.schema([("src_ids", ids), ("tgt_ids", ids), ("src_len", length), ("tgt_len", length)])
+    columns = [("src_ids", ids), ("tgt_ids", ids), ("src_len", length), ("tgt_len", length)]
+    return pa.schema(columns + [(name, pa.string()) for name in TEXT_COLUMNS])
+
+
+TEXT_COLUMNS = ("src_text", "tgt_text")  # the text each pair's ids encode (subword sampling)
+
+
+def has_text(ds) -> bool:
+    """Whether an encoded split keeps its text (data dirs written before it did not)."""
+    return all(name in ds.column_names for name in TEXT_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,6 +91,7 @@ def write_dataset_info(split_path: Path, rows: int) -> None:
         "tgt_ids": {"feature": value, "_type": "List"},
         "src_len": value,
         "tgt_len": value,
+        **{name: {"dtype": "string", "_type": "Value"} for name in TEXT_COLUMNS},
     }
     info = {
         "features": features,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from nmt import datadir
 from nmt.signals import ignore_interrupts
 
 PAIRS_PER_CHUNK = 20_000  # pairs per chunk: small enough for flat memory, big enough to amortise
@@ -154,7 +155,8 @@ def _tokenizer(protos: tuple[bytes, bytes | None]):
 
 
 def encode_chunk(task: tuple) -> tuple[pa.RecordBatch, dict]:
-    """Encode a chunk of text pairs: src ids + EOS, tgt ids (BOS/EOS added at batching time).
+    """Encode a chunk of text pairs: src ids + EOS, tgt ids (BOS/EOS added at batching time),
+    and the text itself (re-encoded by subword sampling during training).
 
     task = (batch of src/tgt text, tokenizer protos, max_len, max_ratio). With `max_len` > 0,
     pairs longer than `max_len` or with a length ratio above `max_ratio` are dropped; returns
@@ -165,8 +167,8 @@ def encode_chunk(task: tuple) -> tuple[pa.RecordBatch, dict]:
     tgt, tgt_len = _ids_array(tok.encode_tgt(batch.column(1).to_pylist()))
     tgt_len = tgt_len + 1  # + EOS (or BOS on the input side)
     out = pa.record_batch(
-        [src, tgt, pa.array(src_len), pa.array(tgt_len)],
-        ["src_ids", "tgt_ids", "src_len", "tgt_len"],
+        [src, tgt, pa.array(src_len), pa.array(tgt_len), batch.column(0), batch.column(1)],
+        schema=datadir.encoded_schema(),
     )
     dropped = {"too_long": 0, "length_ratio": 0}
     if max_len > 0:

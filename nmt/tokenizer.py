@@ -6,6 +6,7 @@ Special token ids are defined here once; every other module reads them from here
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -140,6 +141,32 @@ class Tokenizer:
         """Source ids, each sentence closed by EOS: the one sentence -> ids function that
         preprocessing and translation both call."""
         return [ids + [EOS_ID] for ids in self.src.encode(sentences)]
+
+    def sample(
+        self, srcs: list[str], tgts: list[str], alpha: float, nbest: int, seed: int
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Source and target ids as `encode_src` / `encode_tgt` give them, each sentence cut at
+        random among its segmentations (subword regularisation: unigram sampling with smoothing
+        `alpha` over the `nbest` best, -1: all; for a BPE model, BPE-dropout with probability
+        `alpha`). The draws depend on `seed` alone: SentencePiece seeds a thread's generator
+        once, from the global seed, so the encoding runs in a new thread after setting it."""
+        out: list = []
+
+        def encode() -> None:
+            kw = dict(enable_sampling=True, alpha=alpha, nbest_size=nbest, num_threads=1)
+            try:
+                src = [ids + [EOS_ID] for ids in self.src.encode(srcs, **kw)]
+                out.append((src, self.tgt.encode(tgts, **kw)))
+            except Exception as e:  # raised in the caller's thread
+                out.append(e)
+
+        spm.set_random_generator_seed(seed)
+        thread = threading.Thread(target=encode, name="nmt-subword-sampling")
+        thread.start()
+        thread.join()
+        if isinstance(out[0], Exception):
+            raise out[0]
+        return out[0]
 
     def uncovered(self, text: str) -> list[str]:
         """The spans of a source text that the vocabulary does not cover (each read as <unk>)."""

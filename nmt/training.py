@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nmt import checkpoint, datadir, files, runlog, scores
-from nmt.batching import Prefetcher, TrainBatches, bucket_batches, collate
+from nmt.batching import Prefetcher, Sampling, TrainBatches, bucket_batches, collate
 from nmt.config import RESUME_FIXED, Config, dump_config
 from nmt.ema import EMA
 from nmt.errors import Interrupted, NMTError
@@ -328,7 +328,13 @@ class Trainer:
         self.tokenizer = datadir.load_tokenizer(cfg.data.dir)
         train_ds = datadir.load_encoded(cfg.data.dir, "train")
         self.batches = TrainBatches(
-            train_ds, cfg.train.max_tokens, cfg.train.seed, self.rank, self.world
+            train_ds,
+            cfg.train.max_tokens,
+            cfg.train.seed,
+            self.rank,
+            self.world,
+            self._sampling(train_ds),
+            self.tokenizer,
         )
         self.model, self.optimizer, self.scheduler = self._build()
         # the moving average of the weights (train.ema_decay): kept by the rank that validates
@@ -378,6 +384,18 @@ class Trainer:
                 f"{last} was trained with"
             )
         return state
+
+    def _sampling(self, train_ds) -> Sampling | None:
+        """Subword regularisation of the training batches, when `train.subword_alpha` asks."""
+        cfg = self.cfg.train
+        if not cfg.subword_alpha:
+            return None
+        if not datadir.has_text(train_ds):
+            raise NMTError(
+                f"train.subword_alpha needs the training text, which data dir {self.cfg.data.dir} "
+                "does not keep (an older nmt wrote it): re-run nmt preprocess"
+            )
+        return Sampling(cfg.subword_alpha, cfg.subword_nbest)
 
     def _check_fresh(self) -> None:
         if self.main and (self.run_dir / checkpoint.LAST).exists():
@@ -457,7 +475,7 @@ class Trainer:
         if self.cfg.train.max_epochs and self.progress.epoch >= self.cfg.train.max_epochs:
             return f"reached max_epochs={self.cfg.train.max_epochs}"
         for group, n_tokens in self.batch_groups():
-            stop = self.after_step(*self.step(group, n_tokens), len(group))
+            stop = self.after_step(*self.step(group, n_tokens), self.cfg.train.accum)
             if stop is not None:
                 return stop
         self.progress.epoch += 1
@@ -465,17 +483,17 @@ class Trainer:
         return None
 
     def batch_groups(self) -> Iterator[tuple[list[Batch], int]]:
-        """The updates left in this epoch, each `accum` collated batches on the device and their
-        target tokens (counted from the lengths on the host): the one place training batches
-        are fetched."""
+        """The updates left in this epoch, each `accum` collated batches on the device (more
+        where subword sampling split one) and their target tokens (counted on the host): the
+        one place training batches are fetched."""
         accum = self.cfg.train.accum
         order = self.batches.epoch(self.progress.epoch)
-        loader = Prefetcher(self.batches, order, self.progress.batch, self.device)
+        epoch = self.progress.epoch
+        loader = Prefetcher(self.batches, order, self.progress.batch, self.device, epoch)
         try:
             for start in range(self.progress.batch, len(order) - accum + 1, accum):
-                idx = order[start : start + accum]
-                tokens = sum(self.batches.target_tokens(i) for i in idx)
-                yield [loader.take(i) for i in idx], tokens
+                parts = [loader.take(i) for i in order[start : start + accum]]
+                yield [b for batches, _ in parts for b in batches], sum(n for _, n in parts)
         finally:
             self.data_wait += loader.close()
 

@@ -244,7 +244,10 @@ def test_happy_path_arrow_splits(pp_happy):
     for split, n in (("train", 300), ("valid", 20), ("test", 15)):
         ds = load_encoded(data, split)
         assert len(ds) == n
-        assert set(ds.column_names) == {"src_ids", "tgt_ids", "src_len", "tgt_len"}
+        assert set(ds.column_names) == {"src_ids", "tgt_ids", "src_len", "tgt_len"} | {
+            "src_text",
+            "tgt_text",
+        }
         for row in ds:
             assert row["src_ids"][-1] == EOS_ID  # source closed by EOS
             assert EOS_ID not in row["tgt_ids"]  # target: the batcher adds BOS/EOS

@@ -152,7 +152,7 @@ def test_resume_mid_epoch_reads_only_the_batches_it_trains_on(toy_data_dir, tmp_
     reads = []
     real_read = TrainBatches.read
     monkeypatch.setattr(
-        TrainBatches, "read", lambda self, idx: reads.append(idx) or real_read(self, idx)
+        TrainBatches, "read", lambda self, idx, key: reads.append(idx) or real_read(self, idx, key)
     )
     cfg = tiny_cfg(toy_data_dir, *common, "train.max_steps=5")
     train(cfg, tmp_path / "r", resume=True, quiet=True)
