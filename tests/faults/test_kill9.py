@@ -1,6 +1,7 @@
-"""kill -9 at any moment: training resumes with the uninterrupted run's losses step for step,
-every checkpoint left loads, best.pt agrees with the newest checkpoint, and translate -o keeps
-the old file. Slow: `make test-faults`."""
+"""kill -9 at any moment: training resumes with the uninterrupted run's losses step for step
+(with subword sampling and the weights' moving average on), every checkpoint left loads, best.pt
+agrees with the newest checkpoint, the final weights and their average are the uninterrupted
+run's, and translate -o keeps the old file. Slow: `make test-faults`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from nmt import checkpoint
 from tests.test_training import TINY
@@ -38,6 +40,7 @@ def train_args(data_dir, run: Path, resume: bool) -> list[str]:
     args = ["-o", str(run), "-q", f"data.dir={data_dir}", *TINY, f"train.max_steps={STEPS}"]
     args += ["train.valid_every=3", "train.keep_last=2", "train.valid_bleu=false"]
     args += ["train.best_metric=loss", "model.dropout=0.3"]
+    args += ["train.subword_alpha=0.2", "train.ema_decay=0.9"]
     return args + (["--resume"] if resume else [])
 
 
@@ -109,6 +112,11 @@ def test_kill9_anywhere_then_resume_reproduces_the_uninterrupted_run(toy_data_di
     assert {s for s, _ in rows} == set(reference)
     for step, loss in rows:  # every replayed step too
         assert loss == reference[step], f"step {step}: {loss} != {reference[step]}"
+    ours, theirs = (checkpoint.read(r / "last.pt") for r in (run, tmp_path / "ref"))
+    for k in theirs.model:
+        assert torch.equal(ours.model[k], theirs.model[k]) and torch.equal(
+            ours.ema[k], theirs.ema[k]
+        )
     print(
         f"\nkill -9: {kills} kills survived, {loaded} checkpoints loaded, {len(rows)} step losses checked"
     )
