@@ -74,10 +74,12 @@ def read_lengths(ds, name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class Sampling:
     """Subword regularisation of training batches (`Tokenizer.sample`): smoothing or dropout
-    `alpha`, over the `nbest` best segmentations (-1: all)."""
+    `alpha`, over the `nbest` best segmentations (-1: all); a sampled sentence longer than
+    `max_len` tokens (with EOS) keeps its deterministic segmentation."""
 
     alpha: float
     nbest: int = -1
+    max_len: int = 256
 
 
 OVERSIZE = 1.1  # a sampled batch over max_tokens by more than this factor is split
@@ -90,7 +92,8 @@ class TrainBatches:
     With `sampling`, a batch's text is read instead and segmented at random: batches are cut
     on the stored (deterministic) lengths, and one that sampling makes more than `OVERSIZE`
     times `max_tokens` is split in two (recursively). The draws of batch i of an epoch depend on
-    (seed, epoch, i) alone, so a resumed run samples what the uninterrupted one did."""
+    (seed, epoch, i, side) alone, i counting the batches of every rank, so a resumed run
+    samples what the uninterrupted one did and no two ranks or sides share their draws."""
 
     def __init__(
         self,
@@ -149,8 +152,15 @@ class TrainBatches:
         else:
             rows = self.ds[idx.tolist()]
             srcs, tgts = rows["src_text"], rows["tgt_text"]
-        seed = int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0])
-        src, tgt = self.tokenizer.sample(srcs, tgts, self.sampling.alpha, self.sampling.nbest, seed)
+        epoch, i = key
+        seeds = np.random.SeedSequence([self.seed, epoch, i * self.world + self.rank])
+        s = self.sampling
+        src, tgt = self.tokenizer.sample(srcs, tgts, s.alpha, s.nbest, seeds.generate_state(2))
+        over = [k for k, (x, y) in enumerate(zip(src, tgt)) if max(len(x), len(y) + 1) > s.max_len]
+        if over:  # rare: these keep the stored segmentation, which fits
+            stored = self.ds[idx[over].tolist()]
+            for k, x, y in zip(over, stored["src_ids"], stored["tgt_ids"]):
+                src[k], tgt[k] = x, y
         parts = _split_oversize(list(zip(src, tgt)), int(OVERSIZE * self.max_tokens))
         batches = [collate([s for s, _ in p], [t for _, t in p], "cpu") for p in parts]
         return batches, sum(len(t) + 1 for t in tgt)
@@ -174,14 +184,20 @@ class TextRows:
         self.starts = np.cumsum([0] + [len(c) for c in self.chunks])
 
     def take(self, idx: np.ndarray) -> list[str]:
-        idx = np.asarray(idx, dtype=np.int64)
-        chunk = np.searchsorted(self.starts, idx, side="right") - 1
+        chunk, local = locate(self.starts, np.asarray(idx, dtype=np.int64))
         out: list = [None] * len(idx)
         for c in np.unique(chunk):
             rows = np.flatnonzero(chunk == c)
-            for r, text in zip(rows, self.chunks[c].take(idx[rows] - self.starts[c]).to_pylist()):
+            for r, text in zip(rows, self.chunks[c].take(local[rows]).to_pylist()):
                 out[r] = text
         return out
+
+
+def locate(starts: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk of each global row index (`starts`: each chunk's first row, then the total)
+    and the row's index within its chunk."""
+    chunk = np.searchsorted(starts, idx, side="right") - 1
+    return chunk, idx - starts[chunk]
 
 
 class ChunkedRows:
@@ -199,8 +215,7 @@ class ChunkedRows:
     def take(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rows `idx` (in that order): their concatenated values and their lengths."""
         idx = np.asarray(idx, dtype=np.int64)
-        chunk = np.searchsorted(self.starts, idx, side="right") - 1
-        local = idx - self.starts[chunk]
+        chunk, local = locate(self.starts, idx)
         groups = [(self.chunks[c], chunk == c) for c in np.unique(chunk)]
         begin, lens = np.empty_like(idx), np.empty_like(idx)
         for (offsets, _), rows in groups:  # offsets index into the chunk's own values

@@ -53,6 +53,11 @@ class RunState:
     extra: dict = field(default_factory=dict)  # e.g. averaged_from
 
     @property
+    def languages(self) -> tuple[str | None, str | None]:
+        """The training data's (source, target) languages; None where unknown."""
+        return self.data.get("src_lang"), self.data.get("tgt_lang")
+
+    @property
     def weights(self) -> dict:
         """What to translate with: the moving average where the run kept one, else the weights."""
         return self.ema if self.ema is not None else self.model
@@ -170,45 +175,37 @@ def read(path: Path) -> RunState:
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Seq2Seq, Tokenizer, Config]:
     """Rebuild the model (in eval mode, on `device`), its tokenizer and config from a checkpoint."""
-    models, tokenizer, cfg = load_models([path], device)
-    return models[0], tokenizer, cfg
-
-
-def load_models(paths: list[Path], device: str | torch.device = "cpu"):
-    """Several checkpoints that share one tokenizer: ([models], tokenizer, config of the first)."""
-    states = read_all(paths)
-    models = [model_of(s, p).to(device).eval() for s, p in zip(states, paths)]
-    return models, states[0].tokenizer, states[0].config
+    state = read(Path(path))
+    return model_of(state, Path(path)).to(device).eval(), state.tokenizer, state.config
 
 
 def read_all(paths: list[Path]) -> list[RunState]:
-    """Checkpoints that decode together (an ensemble): they must read and write the same pieces
-    (one source encoding feeds every member; their next-token probabilities are averaged) and
-    come from the same language pair."""
+    """Checkpoints that work together (an ensemble, an average), without their training state:
+    one source encoding feeds them all and their outputs are combined, so they must share the
+    vocabulary (source and target) and the language pair."""
     if not paths:
         raise NMTError("no checkpoints given")
-    states = [read(Path(p)) for p in paths]
-    first = states[0]
-    for path, state in zip(paths[1:], states[1:]):
-        for side, (mine, theirs) in zip(
-            ("source", "target"), zip(state.tokenizer.vocabulary, first.tokenizer.vocabulary)
-        ):
-            if mine != theirs:
-                raise NMTError(
-                    f"{path}: its {side} vocabulary differs from that of {paths[0]}: models "
-                    "decode together only over one vocabulary (train them on one data dir)"
-                )
-        pair, first_pair = _languages(state), _languages(first)
-        if pair != first_pair:
-            raise NMTError(
-                f"{path}: trained on {'->'.join(map(str, pair))}, {paths[0]} on "
-                f"{'->'.join(map(str, first_pair))}"
-            )
+    states = []
+    for path in paths:
+        state = read(Path(path)).inference_only()  # one full checkpoint in memory at a time
+        if states:
+            _check_together(state, path, states[0], paths[0])
+        states.append(state)
     return states
 
 
-def _languages(state: RunState) -> tuple[str | None, str | None]:
-    return state.data.get("src_lang"), state.data.get("tgt_lang")
+def _check_together(state: RunState, path, first: RunState, first_path) -> None:
+    for side, mine, theirs in zip(
+        ("source", "target"), state.tokenizer.vocabulary, first.tokenizer.vocabulary
+    ):
+        if mine != theirs:
+            raise NMTError(
+                f"{path}: its {side} vocabulary differs from that of {first_path}: models "
+                "combine only over one vocabulary (train them on one data dir)"
+            )
+    if state.languages != first.languages:
+        pair, first_pair = ("->".join(map(str, s.languages)) for s in (state, first))
+        raise NMTError(f"{path}: trained on {pair}, {first_path} on {first_pair}")
 
 
 def model_of(state: RunState, path: Path) -> Seq2Seq:
@@ -288,14 +285,11 @@ def average(paths: list[Path], out: Path) -> None:
     """Average the weights of several checkpoints of the same run into one (inference only)."""
     if not paths:
         raise NMTError("no checkpoints to average")
-    states = [read(p) for p in paths]
+    states = read_all(paths)
     first = states[0]
     for path, state in zip(paths[1:], states[1:]):
-        if state.config.model != first.config.model or (
-            state.tokenizer.vocabulary != first.tokenizer.vocabulary
-        ):
-            what = "model config" if state.config.model != first.config.model else "vocabulary"
-            raise NMTError(f"{path}: its {what} differs from that of {paths[0]}: not one run")
+        if state.config.model != first.config.model:
+            raise NMTError(f"{path}: its model config differs from that of {paths[0]}: not one run")
     avg = {}
     for k, v in first.weights.items():
         if v.is_floating_point():

@@ -70,7 +70,9 @@ class Phrases:
         return m == MET or m == len(self.phrases[i])
 
     def bank(self, state: State) -> int:
-        """Constraint tokens produced: every met phrase in full, plus the longest partial match."""
+        """Constraint tokens produced: every met phrase in full, plus the longest partial match.
+        A token shared by phrases (one a prefix of another) counts for each: this only ranks
+        hypotheses, it never decides whether a phrase is met."""
         done = sum(len(p) for i, (p, m) in enumerate(zip(self.phrases, state)) if self._done(i, m))
         return done + max((m for i, m in enumerate(state) if not self._done(i, m)), default=0)
 

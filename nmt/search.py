@@ -14,7 +14,6 @@ from torch import Tensor
 
 from nmt.batching import bucket_batches, collate, pad
 from nmt.constraints import Phrases
-from nmt.errors import NMTError
 from nmt.models.base import select_batch, src_mask_of
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -34,8 +33,6 @@ def generate(
     """Translate a padded batch of source ids (B, S); n-best hypotheses per sentence.
     `src_lens`, the sources' lengths, saves reading them back from the device. `constraints`
     (one `Phrases` per sentence) turns on constrained beam search, at any beam size."""
-    if constraints is not None and opts.sample:
-        raise NMTError("constraints need a search (beam >= 1), not sampling: leave out --sample")
     src_mask = src_mask_of(src)
     if src_lens is None:
         src_lens = src_mask.sum(1).tolist()
@@ -61,6 +58,8 @@ def decode_corpus(
     for idx in bucket_batches(lengths, lengths, opts.budget()):
         batch = [src_ids[i] for i in idx]
         batch_constraints = None if constraints is None else [constraints[i] for i in idx]
+        if batch_constraints is not None and not any(batch_constraints):
+            batch_constraints = None  # nothing to constrain: the plain (greedy or beam) search
         lens = [lengths[i] for i in idx]
         hyps = generate(model, pad(batch, device), opts, max_len, lens, batch_constraints)
         for i, h in zip(idx, hyps):

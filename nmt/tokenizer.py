@@ -143,25 +143,32 @@ class Tokenizer:
         return [ids + [EOS_ID] for ids in self.src.encode(sentences)]
 
     def sample(
-        self, srcs: list[str], tgts: list[str], alpha: float, nbest: int, seed: int
+        self, srcs: list[str], tgts: list[str], alpha: float, nbest: int, seeds
     ) -> tuple[list[list[int]], list[list[int]]]:
         """Source and target ids as `encode_src` / `encode_tgt` give them, each sentence cut at
         random among its segmentations (subword regularisation: unigram sampling with smoothing
         `alpha` over the `nbest` best, -1: all; for a BPE model, BPE-dropout with probability
-        `alpha`). The draws depend on `seed` alone: SentencePiece seeds a thread's generator
-        once, from the global seed, so the encoding runs in a new thread after setting it."""
+        `alpha`). The draws depend on the two `seeds` (source, target) alone: SentencePiece
+        seeds a thread's generator once, from the global seed, when the thread first draws, so
+        each side is encoded on one thread (`num_threads=1`) started after its seed is set."""
+        kw = dict(enable_sampling=True, alpha=alpha, nbest_size=nbest, num_threads=1)
+        src = self._seeded(lambda: self.src.encode(srcs, **kw), int(seeds[0]))
+        tgt = self._seeded(lambda: self.tgt.encode(tgts, **kw), int(seeds[1]))
+        return [ids + [EOS_ID] for ids in src], tgt
+
+    @staticmethod
+    def _seeded(encode, seed: int):
+        """`encode()` on a new thread whose SentencePiece generator starts from `seed`."""
         out: list = []
 
-        def encode() -> None:
-            kw = dict(enable_sampling=True, alpha=alpha, nbest_size=nbest, num_threads=1)
+        def run() -> None:
             try:
-                src = [ids + [EOS_ID] for ids in self.src.encode(srcs, **kw)]
-                out.append((src, self.tgt.encode(tgts, **kw)))
+                out.append(encode())
             except Exception as e:  # raised in the caller's thread
                 out.append(e)
 
         spm.set_random_generator_seed(seed)
-        thread = threading.Thread(target=encode, name="nmt-subword-sampling")
+        thread = threading.Thread(target=run, name="nmt-subword-sampling")
         thread.start()
         thread.join()
         if isinstance(out[0], Exception):

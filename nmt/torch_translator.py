@@ -42,9 +42,8 @@ class TorchTranslator(TranslatorBase):
         states = checkpoint.read_all(paths)
         models = [checkpoint.model_of(s, p).to(device) for s, p in zip(states, paths)]
         first = states[0]
-        languages = first.data.get("src_lang"), first.data.get("tgt_lang")
         model = models[0] if len(models) == 1 else Ensemble(models)
-        translator = cls(model, first.tokenizer, first.config, device, languages)
+        translator = cls(model, first.tokenizer, first.config, device, first.languages)
         translator.max_len = min(s.config.model.max_len for s in states)
         # the trust flags' confidence threshold is one model's; an ensemble's scores differ
         translator.calibration = (

@@ -395,7 +395,7 @@ class Trainer:
                 f"train.subword_alpha needs the training text, which data dir {self.cfg.data.dir} "
                 "does not keep (an older nmt wrote it): re-run nmt preprocess"
             )
-        return Sampling(cfg.subword_alpha, cfg.subword_nbest)
+        return Sampling(cfg.subword_alpha, cfg.subword_nbest, self.cfg.model.max_len)
 
     def _check_fresh(self) -> None:
         if self.main and (self.run_dir / checkpoint.LAST).exists():

@@ -169,13 +169,7 @@ def _constraints_of(streams: TranslateIO, translator, opts: SearchOptions) -> _R
     checked against input files before any work."""
     if streams.constraints is None and streams.glossary is None:
         return None
-    if not translator.constrains:
-        raise NMTError(
-            "--constraints/--glossary need a torch checkpoint: CTranslate2 has no lexically "
-            "constrained search (only target prefixes)"
-        )
-    if opts.sample:
-        raise NMTError("--constraints/--glossary need a search, not sampling: leave out --sample")
+    translator.require_constraints(opts)
     table = read_constraints(streams.constraints) if streams.constraints is not None else None
     glossary = Glossary.read(streams.glossary) if streams.glossary is not None else None
     required = _Required(table, streams.constraints, glossary)

@@ -57,7 +57,7 @@ NOTE_KINDS = {  # what each kind of note means
     "truncated": "input truncated to the length limit",
     "uncovered": "characters outside the vocabulary (read as <unk>, usually lost)",
     "cut": "output stopped by the length limit before its end",
-    "unmet": "a required phrase (constraint) missing: not met within the length limit",
+    "unmet": "a required phrase (constraint) missing from the output",
 }
 
 
@@ -194,11 +194,9 @@ class TranslatorBase:
                 message = f"{len(seq)} source tokens, truncated to the model's limit of "
                 warn(LineNote(todo[k], "truncated", f"{message}{self.max_len}"))
                 ids[k] = self._fit(seq)
-        if constraints is not None:  # without duplicates, as `LineNote`s name them
-            constraints = [
-                list(dict.fromkeys(p.strip() for p in c if p.strip())) for c in constraints
-            ]
-        phrases = self._phrases([constraints[i] for i in todo]) if constraints is not None else None
+        phrases, required = None, None
+        if constraints is not None:
+            phrases, required = self._required(sentences, todo, constraints, opts, warn)
         hyps = self.search(ids, opts, phrases) if ids else []
         out: list[list[Translation]] = [[Translation("", 0.0, [], [])] for _ in sentences]
         for k, i in enumerate(todo):
@@ -208,25 +206,45 @@ class TranslatorBase:
                 message = "output stopped by the length limit before its end"
                 warn(LineNote(i, "cut", f"{message} ({len(hyps[k][0].tokens)} tokens)"))
             if hyps[k][0].unmet:
-                missing = ", ".join(repr(constraints[i][j]) for j in hyps[k][0].unmet)
+                missing = _quoted([required[k][j] for j in hyps[k][0].unmet])
                 warn(LineNote(i, "unmet", f"not met within the length limit: {missing}"))
         return out
 
-    def _phrases(self, constraints: list[list[str]]) -> list[Phrases]:
-        """Each sentence's target phrases as the tokens the model would produce for them."""
+    def require_constraints(self, opts: SearchOptions) -> None:
+        """Refuse constrained search where it cannot run."""
         if not self.constrains:
             raise NMTError(
-                "constrained search needs a torch checkpoint: CTranslate2 has no lexical "
-                "constraints (only target prefixes)"
+                "constraints need a torch checkpoint: CTranslate2 has no lexically constrained "
+                "search (only target prefixes)"
             )
+        if opts.sample:
+            raise NMTError("constraints need a search, not sampling: leave out --sample")
+
+    def _required(self, sentences, todo, constraints, opts, warn):
+        """Each non-blank sentence's constraints as `Phrases` (the tokens the model would
+        produce for them) and as text (what notes name). A phrase the target vocabulary cannot
+        spell, or one on a blank line, is a note instead."""
+        self.require_constraints(opts)
+        if len(constraints) != len(sentences):
+            raise NMTError(f"{len(constraints)} lines of constraints for {len(sentences)} lines")
+        texts = [list(dict.fromkeys(p.strip() for p in c if p.strip())) for c in constraints]
+        for i, c in enumerate(texts):
+            if c and not sentences[i].strip():
+                warn(LineNote(i, "unmet", f"a blank line stays blank: {_quoted(c)} not met"))
         if self._glue is None:
             self._glue = glue_ids(self.tokenizer.tgt_pieces(range(self.tokenizer.tgt_vocab_size)))
-        return [
-            Phrases(self.tokenizer.encode_tgt(c), self._glue, [spaced(p[-1]) for p in c])
-            if c
-            else Phrases([])
-            for c in constraints
-        ]
+        phrases, required = [], []
+        for i in todo:
+            spelled = zip(texts[i], self.tokenizer.encode_tgt(texts[i]) if texts[i] else [])
+            kept = [(t, ids) for t, ids in spelled if ids and UNK_ID not in ids]
+            if len(kept) < len(texts[i]):
+                lost = [t for t in texts[i] if t not in dict(kept)]
+                message = f"{_quoted(lost)} cannot be spelled in the model's target vocabulary"
+                warn(LineNote(i, "unmet", message))
+            required.append([t for t, _ in kept])
+            edged = [spaced(t[-1]) for t, _ in kept]
+            phrases.append(Phrases([ids for _, ids in kept], self._glue, edged))
+        return phrases, required
 
     def _fit(self, src_ids: list[int]) -> list[int]:
         """Source ids cut to the model's length limit, </s> kept."""
@@ -318,6 +336,10 @@ class TranslatorBase:
                 buf = []
         if buf:
             yield from flush()
+
+
+def _quoted(phrases: list[str]) -> str:
+    return ", ".join(map(repr, phrases))
 
 
 def _warn(note: LineNote) -> None:

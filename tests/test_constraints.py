@@ -7,6 +7,7 @@ import random
 import pytest
 
 from nmt.constraints import MET, Glossary, Phrases
+from nmt.errors import NMTError
 from nmt.models.ensemble import Ensemble
 from nmt.runtimes import Translator
 from nmt.search_options import SearchOptions
@@ -178,3 +179,17 @@ def test_an_export_dir_refuses_constraints(trained, tmp_path):
     src.write_text("red cat\n")
     res = nmt("translate", "-c", tmp_path / "ct2", src, "--constraints", cons, check=False)
     one_line_error(res, "torch checkpoint", "CTranslate2")
+
+
+def test_phrases_that_cannot_be_met_are_notes(model):
+    t, srcs = model
+    notes = []
+    lines = [srcs[0], "", srcs[1]]
+    cons = [["red", "€€€"], ["blue"], ["green"]]  # "€" is outside the toy vocabulary
+    out = t.translate_detailed(lines, SearchOptions(beam=3), constraints=cons, warn=notes.append)
+    got = {(n.line, n.kind) for n in notes}
+    assert (0, "unmet") in got and (1, "unmet") in got and (2, "unmet") not in got
+    assert "'€€€' cannot be spelled" in str(notes[[n.line for n in notes].index(0)])
+    assert " red " in f" {out[0][0].text} " and out[1][0].text == "" and "green" in out[2][0].text
+    with pytest.raises(NMTError, match="2 lines of constraints for 3 lines"):
+        t.translate_detailed(lines, SearchOptions(beam=3), constraints=cons[:2])

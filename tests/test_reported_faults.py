@@ -225,7 +225,7 @@ def test_averaging_checkpoints_of_different_vocabularies_is_refused(
     _tiny_run(toy_data_dir, tmp_path / "a")
     _tiny_run(other_vocab_data, tmp_path / "b")  # the same shapes: averaging would "work"
     paths = [tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt"]
-    with pytest.raises(NMTError, match="its vocabulary differs from that of"):
+    with pytest.raises(NMTError, match="vocabulary differs from that of"):
         checkpoint.average(paths, tmp_path / "avg.pt")
     assert not (tmp_path / "avg.pt").exists()
 
