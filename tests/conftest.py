@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # One intra-op thread, here and in the commands tests start: tiny models gain nothing from two,
 # and on a machine where another job holds a core, two threads spin against each other.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+if not os.environ.get("OMP_NUM_THREADS"):  # unset or empty (libgomp warns on an empty value)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 WORDS = "red blue green cat dog bird tree house river stone fish moon sun star cloud rain".split()
 
