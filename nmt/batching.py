@@ -154,15 +154,18 @@ class TrainBatches:
             srcs, tgts = rows["src_text"], rows["tgt_text"]
         epoch, i = key
         seeds = np.random.SeedSequence([self.seed, epoch, i * self.world + self.rank])
-        s = self.sampling
-        src, tgt = self.tokenizer.sample(srcs, tgts, s.alpha, s.nbest, seeds.generate_state(2))
-        over = [k for k, (x, y) in enumerate(zip(src, tgt)) if max(len(x), len(y) + 1) > s.max_len]
+        sampling = self.sampling
+        src, tgt = self.tokenizer.sample(
+            srcs, tgts, sampling.alpha, sampling.nbest, seeds.generate_state(2)
+        )
+        limit = sampling.max_len
+        over = [k for k, (x, y) in enumerate(zip(src, tgt)) if max(len(x), len(y) + 1) > limit]
         if over:  # rare: these keep the stored segmentation, which fits
             stored = self.ds[idx[over].tolist()]
             for k, x, y in zip(over, stored["src_ids"], stored["tgt_ids"]):
                 src[k], tgt[k] = x, y
         parts = _split_oversize(list(zip(src, tgt)), int(OVERSIZE * self.max_tokens))
-        batches = [collate([s for s, _ in p], [t for _, t in p], "cpu") for p in parts]
+        batches = [collate([x for x, _ in p], [y for _, y in p], "cpu") for p in parts]
         return batches, sum(len(t) + 1 for t in tgt)
 
 

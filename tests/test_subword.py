@@ -127,3 +127,18 @@ def test_the_text_columns_encode_to_the_stored_ids(toy_data_dir):
     assert tok.encode_src(r["src_text"]) == r["src_ids"]
     assert tok.encode_tgt(r["tgt_text"]) == r["tgt_ids"]
     assert np.all(np.asarray(r["src_len"]) > 0) and torch is not None
+
+
+def test_a_sampled_sentence_over_the_model_limit_keeps_its_stored_ids(sampled):
+    ds, tok, _ = sampled
+    limit = int(max(max(ds["src_len"]), max(ds["tgt_len"])))  # every stored pair fits
+    tight = TrainBatches(ds, 300, 1, sampling=Sampling(0.05, max_len=limit), tokenizer=tok)
+    kept = 0
+    for i, idx in enumerate(tight.epoch(0)[:20]):
+        parts, _ = tight.read(idx, (0, i))
+        stored = ds[idx.tolist()]
+        pairs = [p for part in parts for p in rows(part)]
+        for (s, t), s0, t0 in zip(pairs, stored["src_ids"], stored["tgt_ids"]):
+            assert len(s) <= limit and len(t) + 1 <= limit
+            kept += (s, t) == (s0, t0)
+    assert kept > 0
