@@ -83,17 +83,21 @@ class Sampling:
 
 
 OVERSIZE = 1.1  # a sampled batch over max_tokens by more than this factor is split
+RECUT_WINDOW = 16  # consecutive sampled batches pooled and cut again on their sampled lengths
 
 
 class TrainBatches:
     """Batches of an encoded split for one process of a (possibly distributed) run.
 
     Only the lengths live in RAM; token ids are read from the memory-mapped split per batch.
-    With `sampling`, a batch's text is read instead and segmented at random: batches are cut
-    on the stored (deterministic) lengths, and one that sampling makes more than `OVERSIZE`
-    times `max_tokens` is split in two (recursively). The draws of batch i of an epoch depend on
-    (seed, epoch, i, side) alone, i counting the batches of every rank, so a resumed run
-    samples what the uninterrupted one did and no two ranks or sides share their draws."""
+    With `sampling`, a batch's text is read instead and segmented at random. Batches are cut on
+    the stored (deterministic) lengths; sampled lengths spread wider (a third of the padded
+    positions would be padding), so each `RECUT_WINDOW` consecutive batches are sampled
+    together, pooled and cut again into as many batches on their sampled lengths (`recut`), and
+    one still more than `OVERSIZE` times `max_tokens` is split in two (recursively). The draws
+    of batch i of an epoch depend on (seed, epoch, i, side) alone, i counting the batches of
+    every rank, and the recut on (seed, epoch, window): a resumed run samples what the
+    uninterrupted one did and no two ranks or sides share their draws."""
 
     def __init__(
         self,
@@ -119,13 +123,17 @@ class TrainBatches:
                 self.texts = [TextRows(table.table.column(n)) for n in ("src_text", "tgt_text")]
         self.pages = MappedPages([f["filename"] for f in getattr(ds, "cache_files", [])])
         self.reads = 0
+        self.schedule: tuple[int, list] | None = None  # (epoch, its batches): the last handed out
+        self.window: tuple[tuple[int, int], list] | None = None  # ((epoch, first), recut pairs)
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
         """This rank's batches for `epoch`; every rank gets the same number."""
         rng = np.random.default_rng([self.seed, epoch])
         batches = bucket_batches(self.src_len, self.tgt_len, self.max_tokens, rng)
         n = len(batches) // self.world * self.world or len(batches)
-        return batches[self.rank : n : self.world]
+        mine = batches[self.rank : n : self.world]
+        self.schedule = (epoch, mine)
+        return mine
 
     def target_tokens(self, idx: np.ndarray) -> int:
         """Target tokens of a batch (EOS included): its tgt_out's non-pad positions."""
@@ -147,12 +155,32 @@ class TrainBatches:
         return [_pad_flat(src_vals, src_lens, tgt_vals, tgt_lens)], self.target_tokens(idx)
 
     def _sampled(self, idx: np.ndarray, key: tuple[int, int]) -> tuple[list, int]:
+        """Batch `key` of its recut window (`idx` is the schedule's batch there; the window
+        is sampled and recut when its first batch is asked for, and again after a resume)."""
+        epoch, i = key
+        first = i - i % RECUT_WINDOW
+        if self.window is None or self.window[0] != (epoch, first):
+            if self.schedule is None or self.schedule[0] != epoch:
+                self.epoch(epoch)
+            schedule = self.schedule[1]
+            if not np.array_equal(schedule[i], idx):
+                raise RuntimeError(f"batch {i} of epoch {epoch} is not the schedule's")
+            window = schedule[first : first + RECUT_WINDOW]
+            pairs = [p for k, b in enumerate(window) for p in self._sample(b, epoch, first + k)]
+            rng = np.random.default_rng([self.seed, epoch, first * self.world + self.rank, 1])
+            self.window = ((epoch, first), recut(pairs, len(window), rng))
+        pairs = self.window[1][i - first]
+        parts = _split_oversize(pairs, int(OVERSIZE * self.max_tokens))
+        batches = [collate([x for x, _ in p], [y for _, y in p], "cpu") for p in parts]
+        return batches, sum(len(t) + 1 for _, t in pairs)
+
+    def _sample(self, idx: np.ndarray, epoch: int, i: int) -> list[tuple[list, list]]:
+        """(source, target) ids of batch i's pairs, each segmented at random."""
         if self.texts is not None:
             srcs, tgts = self.texts[0].take(idx), self.texts[1].take(idx)
         else:
             rows = self.ds[idx.tolist()]
             srcs, tgts = rows["src_text"], rows["tgt_text"]
-        epoch, i = key
         seeds = np.random.SeedSequence([self.seed, epoch, i * self.world + self.rank])
         sampling = self.sampling
         src, tgt = self.tokenizer.sample(
@@ -164,9 +192,28 @@ class TrainBatches:
             stored = self.ds[idx[over].tolist()]
             for k, x, y in zip(over, stored["src_ids"], stored["tgt_ids"]):
                 src[k], tgt[k] = x, y
-        parts = _split_oversize(list(zip(src, tgt)), int(OVERSIZE * self.max_tokens))
-        batches = [collate([x for x, _ in p], [y for _, y in p], "cpu") for p in parts]
-        return batches, sum(len(t) + 1 for t in tgt)
+        return list(zip(src, tgt))
+
+
+def recut(pairs: list, k: int, rng: np.random.Generator) -> list[list]:
+    """`pairs` (at least `k`) as `k` batches, in random order, of near-equal padded size:
+    sorted by length as `bucket_batches` sorts and cut at the smallest budget that `k` batches
+    allow (the greedy cut of sorted lengths needs the fewest batches for a budget), the largest
+    halved while fewer than `k` come out."""
+    src = np.fromiter((len(s) for s, _ in pairs), np.int64, len(pairs))
+    tgt = np.fromiter((len(t) + 1 for _, t in pairs), np.int64, len(pairs))
+    longest = np.maximum(src, tgt)
+    order = np.lexsort((src, tgt, longest))
+    lengths = longest[order]
+    lo, hi = int(lengths[-1]), int(lengths[-1]) * len(pairs)
+    while lo < hi:  # the smallest budget whose cut needs at most k batches
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(_cut_points(lengths, mid)) - 1 <= k else (mid + 1, hi)
+    groups = np.split(order, _cut_points(lengths, lo)[1:-1])
+    while len(groups) < k:
+        big = max(range(len(groups)), key=lambda g: len(groups[g]))
+        groups[big : big + 1] = np.array_split(groups[big], 2)
+    return [[pairs[j] for j in groups[g]] for g in rng.permutation(k)]
 
 
 def _split_oversize(pairs: list, limit: int) -> list[list]:

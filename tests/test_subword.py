@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nmt.batching import OVERSIZE, Sampling, TrainBatches, _split_oversize
+from nmt.batching import OVERSIZE, RECUT_WINDOW, Sampling, TrainBatches, _split_oversize, recut
 from nmt.datadir import has_text, load_encoded, load_tokenizer
 from nmt.errors import NMTError
 from nmt.tokenizer import PAD_ID
@@ -35,21 +35,57 @@ def sampled(toy_data_dir):
     return ds, tok, TrainBatches(ds, 300, 1, sampling=Sampling(0.1), tokenizer=tok)
 
 
+def read_window(batches, epoch: int, n: int = RECUT_WINDOW):
+    """The rows of the first `n` batches of an epoch, and the schedule's row indices there."""
+    schedule = batches.epoch(epoch)[:n]
+    got = [
+        r
+        for i, idx in enumerate(schedule)
+        for p in batches.read(idx, (epoch, i))[0]
+        for r in rows(p)
+    ]
+    return got, np.concatenate(schedule)
+
+
 def test_segmentations_change_across_epochs_and_decode_to_the_same_text(sampled):
     ds, tok, batches = sampled
-    idx = batches.epoch(0)[0]
-    first, _ = batches.read(idx, (0, 0))
-    again, _ = batches.read(idx, (0, 0))
-    later, _ = batches.read(idx, (1, 0))
-    a, b, c = (sum((rows(p) for p in parts), []) for parts in (first, again, later))
-    assert a == b  # the same (epoch, batch) draws the same segmentations
-    assert [s for s, _ in a] != [s for s, _ in c] and [t for _, t in a] != [t for _, t in c]
-    stored = [(s, t) for s, t in zip(ds[idx.tolist()]["src_ids"], ds[idx.tolist()]["tgt_ids"])]
+    first, idx = read_window(batches, 0)
+    again, _ = read_window(batches, 0)
+    assert first == again  # the same (epoch, batch) draws the same segmentations
     texts = ds[idx.tolist()]
-    for (s, t), (s0, t0), src, tgt in zip(c, stored, texts["src_text"], texts["tgt_text"]):
-        assert tok.src.decode(s[:-1]) == tok.src.decode(s0[:-1]) == src
-        assert tok.decode_tgt(t) == tok.decode_tgt(t0) == tgt
-    assert sum(s != s0 for (s, _), (s0, _) in zip(c, stored)) > len(c) // 4
+    decoded = [(tok.src.decode(s[:-1]), tok.decode_tgt(t)) for s, t in first]
+    assert sorted(decoded) == sorted(zip(texts["src_text"], texts["tgt_text"]))
+    stored = {tok.src.decode(s[:-1]): s for s in texts["src_ids"]}
+    assert sum(stored[text] != s for (text, _), (s, _) in zip(decoded, first)) > len(first) // 4
+    later, _ = read_window(batches, 1, len(batches.epoch(1)))  # the whole next epoch
+    seen = {tok.src.decode(s[:-1]): s for s, _ in later}
+    assert sum(seen[text] != s for (text, _), (s, _) in zip(decoded, first)) > len(first) // 4
+
+
+def test_sampled_batches_are_recut_on_their_sampled_lengths():
+    # batches cut on other lengths mix short and long pairs; the recut sorts them apart
+    pairs = [([1] * n, [2] * (n - 1)) for n in (2, 9, 2, 9, 2, 9, 2, 9)]
+    groups = recut(pairs, 2, np.random.default_rng(0))
+    assert sorted(len(g) for g in groups) == [4, 4]
+    assert sorted({len(s) for s, _ in g}.pop() for g in groups) == [2, 9]
+    assert all(len({len(s) for s, _ in g}) == 1 for g in groups)
+    assert sorted(p for g in groups for p in g) == sorted(pairs)
+    assert [len(g) for g in recut(pairs, 8, np.random.default_rng(0))] == [1] * 8
+    one = recut(pairs[:1] * 5, 3, np.random.default_rng(0))  # equal lengths: halves
+    assert sorted(len(g) for g in one) == [1, 2, 2]
+
+
+def test_the_recut_leaves_less_padding(sampled):
+    _, _, batches = sampled
+    padded = {True: 0, False: 0}
+    for i, idx in enumerate(batches.epoch(0)[:RECUT_WINDOW]):
+        parts, _ = batches.read(idx, (0, i))
+        padded[True] += sum(p[0].numel() + p[2].numel() for p in parts)
+        pairs = batches._sample(idx, 0, i)  # the same draws, in the schedule's batch
+        padded[False] += len(pairs) * (
+            max(len(s) for s, _ in pairs) + max(len(t) + 1 for _, t in pairs)
+        )
+    assert padded[True] < padded[False]
 
 
 def test_without_sampling_the_stored_ids_come_bit_for_bit(toy_data_dir):
@@ -66,15 +102,17 @@ def test_a_sampled_batch_over_the_budget_is_split(sampled):
     ds, tok, _ = sampled
     small = TrainBatches(ds, 60, 1, sampling=Sampling(0.05), tokenizer=tok)
     split = 0
-    for i, idx in enumerate(small.epoch(0)[:40]):
+    schedule = small.epoch(0)[: 3 * RECUT_WINDOW]  # whole windows
+    n_rows = 0
+    for i, idx in enumerate(schedule):
         parts, n_tokens = small.read(idx, (0, i))
         split += len(parts) > 1
         for src, _, tgt_out in parts:
             size = src.size(0) * max(src.size(1), tgt_out.size(1))
             assert size <= OVERSIZE * 60 or src.size(0) == 1
         assert n_tokens == sum(int((p[2] != PAD_ID).sum()) for p in parts)
-        assert sum(p[0].size(0) for p in parts) == len(idx)
-    assert split > 0
+        n_rows += sum(p[0].size(0) for p in parts)
+    assert split > 0 and n_rows == sum(len(idx) for idx in schedule)
     pairs = [([1] * 5, [2] * 3)] * 4
     assert [len(p) for p in _split_oversize(pairs, 12)] == [2, 2]
     assert [len(p) for p in _split_oversize(pairs, 24)] == [4]
@@ -133,12 +171,8 @@ def test_a_sampled_sentence_over_the_model_limit_keeps_its_stored_ids(sampled):
     ds, tok, _ = sampled
     limit = int(max(max(ds["src_len"]), max(ds["tgt_len"])))  # every stored pair fits
     tight = TrainBatches(ds, 300, 1, sampling=Sampling(0.05, max_len=limit), tokenizer=tok)
-    kept = 0
-    for i, idx in enumerate(tight.epoch(0)[:20]):
-        parts, _ = tight.read(idx, (0, i))
-        stored = ds[idx.tolist()]
-        pairs = [p for part in parts for p in rows(part)]
-        for (s, t), s0, t0 in zip(pairs, stored["src_ids"], stored["tgt_ids"]):
-            assert len(s) <= limit and len(t) + 1 <= limit
-            kept += (s, t) == (s0, t0)
-    assert kept > 0
+    pairs, idx = read_window(tight, 0)
+    stored = ds[idx.tolist()]
+    stored = set(zip(map(tuple, stored["src_ids"]), map(tuple, stored["tgt_ids"])))
+    assert all(len(s) <= limit and len(t) + 1 <= limit for s, t in pairs)
+    assert sum((tuple(s), tuple(t)) in stored for s, t in pairs) > 0
