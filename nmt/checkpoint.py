@@ -24,6 +24,7 @@ import torch
 from nmt.config import Config, from_dict, to_dict
 from nmt.errors import NMTError
 from nmt.files import atomic_write, temp_name
+from nmt.models import ModelConfig
 from nmt.models.backends import build_model
 from nmt.models.base import Seq2Seq
 from nmt.tokenizer import Tokenizer
@@ -206,6 +207,33 @@ def _check_together(state: RunState, path, first: RunState, first_path) -> None:
     if state.languages != first.languages:
         pair, first_pair = ("->".join(map(str, s.languages)) for s in (state, first))
         raise NMTError(f"{path}: trained on {pair}, {first_path} on {first_pair}")
+
+
+def read_start(path: Path, model: ModelConfig, tokenizer: Tokenizer, optimizer: bool) -> RunState:
+    """The checkpoint a run starts from (`train.init_from`): its model section must be the
+    run's (dropout rates aside: they shape no weight), its vocabulary the data dir's; with
+    `optimizer` (train.reset_optimizer=false) it must keep the optimizer state."""
+    path = Path(path)
+    state = read(path)
+    old, new = to_dict(state.config.model), to_dict(model)
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+    keys = ["backend"] if "backend" in keys else [k for k in keys if not k.endswith("dropout")]
+    if keys:
+        what = ", ".join(f"model.{k} ({old.get(k)} -> {new.get(k)})" for k in keys)
+        raise NMTError(
+            f"--init-from {path}: the model section differs from the checkpoint's: {what}"
+        )
+    if state.tokenizer.vocabulary != tokenizer.vocabulary:
+        raise NMTError(
+            f"--init-from {path}: the data dir's vocabulary is not the checkpoint's; encode the "
+            f"data with its SentencePiece model: nmt preprocess --spm-model {path} ..."
+        )
+    if optimizer and state.optimizer is None:
+        raise NMTError(
+            f"--init-from {path}: train.reset_optimizer=false needs the optimizer state, which "
+            f"this inference-only checkpoint does not keep (give last.pt or a step-N.pt)"
+        )
+    return state
 
 
 def model_of(state: RunState, path: Path) -> Seq2Seq:

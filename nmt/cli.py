@@ -102,16 +102,25 @@ def preprocess(
     hub_splits: str | None = typer.Option(
         None, help="Hub split names for train,valid,test (default: train,validation,test)."
     ),
-    vocab_size: int = typer.Option(8000, help="SentencePiece vocabulary size."),
-    model_type: str = typer.Option("unigram", help="unigram or bpe."),
-    joint: bool = typer.Option(True, "--joint/--separate", help="One vocabulary or one per side."),
+    vocab_size: int | None = typer.Option(None, help="SentencePiece vocabulary size (8000)."),
+    model_type: str | None = typer.Option(None, help="unigram (the default) or bpe."),
+    joint: bool | None = typer.Option(
+        None, "--joint/--separate", help="One vocabulary (the default) or one per side."
+    ),
     character_coverage: float | None = typer.Option(
         None, help="SentencePiece character coverage (default 1.0; 0.9995 for zh/ja/ko)."
     ),
-    byte_fallback: bool = typer.Option(
-        False,
+    byte_fallback: bool | None = typer.Option(
+        None,
+        "--byte-fallback/--no-byte-fallback",
         help="Spell characters outside the vocabulary as UTF-8 byte pieces instead of <unk> "
         "(the model learns to copy those it saw as bytes in training).",
+    ),
+    spm_model: Path | None = typer.Option(
+        None,
+        help="Encode with an existing SentencePiece model instead of training one: a data "
+        "dir's, a checkpoint's (.pt) or a .model file (to fine-tune a model on new data); "
+        "reports how well it covers the new data.",
     ),
     max_len: int = typer.Option(250, help="Drop training pairs longer than this (subwords)."),
     max_ratio: float = typer.Option(3.0, help="Drop training pairs with a longer length ratio."),
@@ -140,20 +149,28 @@ def preprocess(
         hub_config=hub_config,
         hub_splits=hub_splits,
     )
+    vocabulary = {
+        "vocab_size": vocab_size,
+        "model_type": model_type,
+        "joint": joint,
+        "character_coverage": character_coverage,
+        "byte_fallback": byte_fallback,
+        "input_sentence_size": input_sentence_size,
+    }
+    given = {k: v for k, v in vocabulary.items() if v is not None}
+    if spm_model is not None and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise NMTError(f"{flags}: options of a new SentencePiece model, not of --spm-model")
     opts = PreprocessOptions(
         src_lang=src,
         tgt_lang=tgt,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        joint=joint,
-        character_coverage=character_coverage,
-        byte_fallback=byte_fallback,
+        **given,
+        spm_model=str(spm_model) if spm_model is not None else None,
         max_len=max_len,
         max_ratio=max_ratio,
         dedupe=dedupe,
         num_proc=num_proc,
         sources=inputs.sources(src, tgt),
-        **({"input_sentence_size": input_sentence_size} if input_sentence_size else {}),
     )
     preprocess(opts, out, force=force, log=_say)
 
@@ -168,14 +185,27 @@ def train(
     resume: bool = typer.Option(
         False, help="Continue the run in --run-dir from its last checkpoint."
     ),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from a trained model's weights (fine-tuning): a checkpoint whose model "
+        "section and vocabulary this run shares; fresh optimizer, schedule and step count "
+        "(train.reset_optimizer=false keeps its optimizer state).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a model. Extra arguments are dotted overrides: train.lr=3e-4 model.d_model=128."""
+    import json
+
     from nmt.config import load_config
 
     overrides = list(ctx.args)
     if config is not None and "=" in str(config) and not config.exists():
         config, overrides = None, [str(config), *overrides]  # no config file, only overrides
+    if init_from is not None:
+        if resume:
+            raise NMTError("--init-from starts a new run; --resume continues one: give one")
+        overrides.append(f"train.init_from={json.dumps(str(init_from))}")
     cfg = load_config(config, overrides)
     from nmt.training import train as run_training
 

@@ -71,6 +71,14 @@ class TrainConfig:
     log_every: int = 100
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0: all cores
+    # start from a trained model's weights (a checkpoint; fine-tuning): fresh optimizer,
+    # schedule and step count, or the checkpoint's optimizer state with reset_optimizer=false
+    init_from: str = ""
+    reset_optimizer: bool = True
+    # other data dirs whose validation splits are scored beside this one (forgetting guard);
+    # a warning when one's BLEU falls more than forget_warn below its value at step 0
+    extra_valid: tuple[str, ...] = ()
+    forget_warn: float = 2.0
 
     def __post_init__(self):
         choice("train.optimizer", self.optimizer, tuple(OPTIMIZERS))
@@ -90,7 +98,7 @@ class TrainConfig:
             positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_epochs", "max_time", "warmup", "clip_norm", "patience"):
             positive(f"train.{name}", getattr(self, name), allow_zero=True)
-        for name in ("weight_decay", "valid_max_sentences", "threads"):
+        for name in ("weight_decay", "valid_max_sentences", "threads", "forget_warn"):
             positive(f"train.{name}", getattr(self, name), allow_zero=True)
         probability("train.label_smoothing", self.label_smoothing)
         if not 0 <= self.subword_alpha <= 1:
@@ -107,6 +115,10 @@ class TrainConfig:
             raise NMTError(f"train.betas must be in [0, 1), got {list(self.betas)}")
         if self.best_metric == "bleu" and not self.valid_bleu:
             raise NMTError("train.best_metric=bleu needs train.valid_bleu=true (or pick loss/ppl)")
+        if not self.reset_optimizer and not self.init_from:
+            raise NMTError("train.reset_optimizer=false applies to train.init_from (--init-from)")
+        if len(set(self.extra_valid)) < len(self.extra_valid):
+            raise NMTError(f"train.extra_valid lists a data dir twice: {list(self.extra_valid)}")
 
 
 RESUME_FIXED = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata == CARRIED)
@@ -186,6 +198,13 @@ def _coerce(tp, value: Any, path: str):
         if value is None and type(None) in args:
             return None
         return _coerce(next(a for a in args if a is not type(None)), value, path)
+    if origin is tuple and typing.get_args(tp)[1:] == (...,):  # tuple[X, ...]: a list
+        if isinstance(value, str):
+            value = [value]  # one item given as a plain value (a dotted override)
+        if not isinstance(value, (list, tuple)):
+            raise NMTError(f"{path} must be a list, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

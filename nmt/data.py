@@ -38,6 +38,7 @@ from nmt.stages import (
 )
 from nmt.tokenizer import (
     SPM_SAMPLE_SENTENCES,
+    UNK_ID,
     Tokenizer,
     default_character_coverage,
     train_sentencepiece,
@@ -132,6 +133,7 @@ class PreprocessOptions:
     input_sentence_size: int = SPM_SAMPLE_SENTENCES
     num_proc: int = 1
     sources: dict[str, Source] = field(default_factory=dict)
+    spm_model: str | None = None  # an existing SentencePiece model (file, data dir, checkpoint)
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -350,6 +352,10 @@ def fingerprint(opts: PreprocessOptions) -> str:
         files = [_file_stamp(p) if os.path.exists(p) else [p] for p in source.paths]
         stamps.append([split, asdict(source), files])
     body = {k: v for k, v in asdict(opts).items() if k not in ("sources", "num_proc")}
+    if opts.spm_model:
+        spm = Path(opts.spm_model)
+        found = [spm] if spm.is_file() else sorted(spm.glob("*.model")) + sorted(spm.glob("*.json"))
+        stamps.append(["spm_model", [_file_stamp(str(p)) for p in found]])
     return hashlib.sha1(
         json.dumps([datadir.FORMAT_VERSION, body, stamps], sort_keys=True).encode()
     ).hexdigest()
@@ -395,12 +401,19 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
     stage.done(f" ({', '.join(f'{s} {inp.n:,}' for s, inp in inputs.items())})")
     counts = {split: {"read": inp.n} for split, inp in inputs.items()}
     big = inputs["train"].n >= PARALLEL_MIN_PAIRS
+    reused = read_spm_model(Path(opts.spm_model)) if opts.spm_model else None
     with Workers(opts.num_proc if big else 1) as workers:
         clean, keep, dropped, kept = _clean(inputs["train"], opts, cache, workers, log)
         coverage = opts.character_coverage or default_character_coverage(
             opts.src_lang, opts.tgt_lang
         )
-        protos = _train_sentencepiece(clean, keep, kept, opts, coverage, work, log)
+        if reused is not None:
+            protos = reused[0]
+            for side, proto in zip(("src", "tgt"), protos):
+                if proto is not None:
+                    datadir.spm_path(work, side, protos[1] is None).write_bytes(proto)
+        else:
+            protos = _train_sentencepiece(clean, keep, kept, opts, coverage, work, log)
         stage = Stage("encode", kept, log)
         batches = masked(read_batches(clean), keep)
         tasks = ((b, protos, opts.max_len, opts.max_ratio) for b in batches)
@@ -428,7 +441,7 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
     meta = {
         "src_lang": opts.src_lang,
         "tgt_lang": opts.tgt_lang,
-        "joint_vocab": opts.joint,
+        "joint_vocab": tok.joint,
         "src_vocab_size": tok.src_vocab_size,
         "tgt_vocab_size": tok.tgt_vocab_size,
         "counts": counts,
@@ -437,6 +450,9 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         "sources": {k: asdict(v) for k, v in opts.sources.items()},
         "fingerprint": fp,
     }
+    if reused is not None:
+        meta["spm_model"] = opts.spm_model
+        meta["spm_reference"] = reused[1]
     datadir.write_meta(work, meta)
     meta = datadir.read_meta(work)
     tr = counts["train"]
@@ -446,8 +462,11 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         if split in counts:
             log(f"{split}: {counts[split]['kept']} pairs")
     log(
-        f"vocab: src {tok.src_vocab_size}, tgt {tok.tgt_vocab_size} ({'joint' if opts.joint else 'separate'})"
+        f"vocab: src {tok.src_vocab_size}, tgt {tok.tgt_vocab_size} ({'joint' if tok.joint else 'separate'})"
     )
+    if reused is not None:
+        for line in coverage_report(datadir.coverage(tr), reused[1], opts.spm_model):
+            log(line)
     return meta
 
 
@@ -528,18 +547,84 @@ def _counted(items, stage: Stage, every: int = 10_000):
 def _encode(tasks, workers, split_dir: Path, stage, dropped: dict) -> dict:
     """Encode chunks into one Arrow file of a split; returns kept and token counts."""
     out = ArrowStream(split_dir / datadir.ARROW_FILE, datadir.encoded_schema())
-    tokens = {"src": 0, "tgt": 0}
+    tokens, unk, words = {"src": 0, "tgt": 0}, {"src": 0, "tgt": 0}, {"src": 0, "tgt": 0}
     for batch, drops in workers.map(encode_chunk, tasks):
         out.write(batch)
-        tokens["src"] += int(pc.sum(batch.column("src_len")).as_py() or 0)
-        tokens["tgt"] += int(pc.sum(batch.column("tgt_len")).as_py() or 0)
+        for side in ("src", "tgt"):
+            tokens[side] += _total(batch.column(f"{side}_len"))
+            unk[side] += _total(pc.equal(pc.list_flatten(batch.column(f"{side}_ids")), UNK_ID))
+            spaces = _total(pc.count_substring(batch.column(f"{side}_text"), " "))
+            words[side] += spaces + batch.num_rows  # stripped text: words = spaces + 1
         for k, v in drops.items():
             dropped[k] = dropped.get(k, 0) + v
         if stage is not None:
             stage.update(batch.num_rows + sum(drops.values()))
     out.close()
     datadir.write_dataset_info(split_dir, out.rows)
-    return {"kept": out.rows, "tokens": tokens}
+    return {"kept": out.rows, "tokens": tokens, "unk": unk, "words": words}
+
+
+def _total(values) -> int:
+    return int(pc.sum(values).as_py() or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# An existing SentencePiece model (`--spm-model`)
+
+UNK_WARN = 0.001  # more unknown pieces than this share: the vocabulary misses the new data
+GROWTH_WARN = 1.5  # pieces per word this many times the original corpus's: it splits words apart
+
+
+def read_spm_model(path: Path) -> tuple[tuple[bytes, bytes | None], dict | None]:
+    """The SentencePiece model(s) of a data dir, a checkpoint or a `.model` file, as (source,
+    target or None when joint) protos, and the coverage of the corpus they were trained on
+    where it is known."""
+    if path.is_dir():
+        meta = datadir.read_meta(path)
+        tok = datadir.load_tokenizer(path)
+        reference = datadir.spm_reference(meta)
+    elif path.suffix == ".pt":
+        from nmt import checkpoint
+
+        state = checkpoint.read(path)
+        tok, reference = state.tokenizer, state.data.get("coverage")
+    elif path.is_file():
+        try:
+            tok = Tokenizer(path.read_bytes())
+        except NMTError:
+            raise NMTError(f"--spm-model {path}: not a SentencePiece model") from None
+        reference = None
+    else:
+        raise NMTError(f"--spm-model {path}: no such file or data dir")
+    return (tok.src_proto, None if tok.joint else tok.tgt_proto), reference
+
+
+def coverage_report(new: dict, reference: dict | None, where: str) -> list[str]:
+    """Lines on how well a reused vocabulary covers the new training data, warnings included."""
+    lines = []
+    for side in ("src", "tgt"):
+        n, ref = new[side], (reference or {}).get(side)
+        line = (
+            f"{side} with {where}'s vocabulary: {100 * n['unk_rate']:.3f}% unknown pieces, "
+            f"{n['pieces_per_word']:.2f} pieces per word"
+        )
+        growth = n["pieces_per_word"] / ref["pieces_per_word"] if ref else None
+        if ref:
+            line += f" (original corpus: {ref['pieces_per_word']:.2f}, x{growth:.2f})"
+        lines.append(line)
+        if n["unk_rate"] > UNK_WARN:
+            lines.append(
+                f"warning: {100 * n['unk_rate']:.2f}% of the {side} pieces are unknown (over "
+                f"{100 * UNK_WARN:g}%): the vocabulary misses characters of the new data"
+            )
+        if growth is not None and growth > GROWTH_WARN:
+            lines.append(
+                f"warning: the {side} side takes x{growth:.2f} the pieces per word of the "
+                f"original corpus: the vocabulary splits the new data's words apart"
+            )
+    if reference is None:
+        lines.append(f"no coverage figures of the corpus behind {where} to compare with")
+    return lines
 
 
 def _raw_text(inp: SplitInput, split_dir: Path, stage: Stage) -> Iterator[pa.RecordBatch]:

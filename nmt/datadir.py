@@ -136,8 +136,33 @@ def meta_if_any(data_dir: Path) -> dict | None:
 
 
 def languages(meta: dict) -> dict:
-    """What a checkpoint keeps of the data dir's meta: src_lang, tgt_lang, joint_vocab."""
-    return {k: meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")}
+    """What a checkpoint keeps of the data dir's meta: src_lang, tgt_lang, joint_vocab, and how
+    well the vocabulary covers the corpus it was trained on (`spm_reference`) where known."""
+    kept = {k: meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")}
+    reference = spm_reference(meta)
+    return kept | ({"coverage": reference} if reference else {})
+
+
+def coverage(counts: dict) -> dict | None:
+    """Per side: the share of unknown pieces and the pieces per word of an encoded training
+    split (its `counts` in the meta); None for data dirs written before they were counted."""
+    if "unk" not in counts or "words" not in counts:
+        return None
+    rows = counts["kept"]
+    out = {}
+    for side in ("src", "tgt"):
+        pieces = counts["tokens"][side] - rows  # EOS aside
+        out[side] = {
+            "unk_rate": counts["unk"][side] / max(pieces, 1),
+            "pieces_per_word": pieces / max(counts["words"][side], 1),
+        }
+    return out
+
+
+def spm_reference(meta: dict) -> dict | None:
+    """The coverage of the corpus the data dir's SentencePiece model was trained on: its own
+    training split's, or the original corpus's when the model was reused (`--spm-model`)."""
+    return meta.get("spm_reference") or coverage(meta.get("counts", {}).get("train", {}))
 
 
 def has_split(data_dir: Path, split: str) -> bool:

@@ -31,6 +31,7 @@ class Run:
     params_m: float | None = None
     train: list[dict] = field(default_factory=list)  # step, loss, tok_s
     valid: list[dict] = field(default_factory=list)  # step, minutes, loss, ppl, bleu
+    extra: dict[str, list[dict]] = field(default_factory=dict)  # other data dirs' validations
     minutes_from_stamps: bool = False  # minutes read off log times (validation included)
     config: dict | None = None  # config.yaml as read
     summary: dict | None = None
@@ -84,6 +85,7 @@ def _read_config(run: Run) -> dict | None:
 def _read_curves(run: Run) -> None:
     curves = runlog.read_curves(run.path)
     run.train, run.valid, run.notes = curves.train, curves.valid, run.notes + curves.notes
+    run.extra = curves.extra
     run.params_m, run.minutes_from_stamps = curves.params_m, curves.minutes_from_stamps
     if run.backend == "?" and curves.backend:
         run.backend = curves.backend
@@ -212,9 +214,13 @@ def plot_curves(runs: list[Run], path: Path) -> bool:
     ):
         ax = axes[row][col]
         for r in shown:
-            pts = [(v[x], v[metric]) for v in r.valid if metric in v]
+            pts, color = [(v[x], v[metric]) for v in r.valid if metric in v], None
             if pts:
-                ax.plot(*zip(*pts), marker=".", label=r.label)
+                color = ax.plot(*zip(*pts), marker=".", label=r.label)[0].get_color()
+            for name, rows in r.extra.items():  # train.extra_valid: dashed, in the run's colour
+                pts = [(v[x], v[metric]) for v in rows if metric in v and x in v]
+                if pts:
+                    ax.plot(*zip(*pts), "--", marker=".", color=color, label=f"{r.label}: {name}")
         ax.set_xlabel("training minutes" if x == "minutes" else "steps")
         ax.set_ylabel(f"validation {'BLEU' if metric == 'bleu' else 'loss'}")
         ax.grid(alpha=0.3)

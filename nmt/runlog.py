@@ -106,6 +106,13 @@ class Logger:
         self._event("valid", step=step, train_minutes=train_minutes, **result)
         self.scalars(step, result, "valid")
 
+    def extra_valid(self, step: int, name: str, result: dict, train_minutes: float) -> None:
+        """A validation row of another data dir (`train.extra_valid`), by its name."""
+        scores = " ".join(f"{k} {v:.3f}" for k, v in result.items() if k != "ppl")
+        self.line(f"validation of {name} at step {step}: {scores}")
+        self._event("extra_valid", step=step, name=name, train_minutes=train_minutes, **result)
+        self.scalars(step, result, f"extra_valid/{name}")
+
     def scalars(self, step: int, values: dict, prefix: str) -> None:
         if self.tb is not None:
             for k, v in values.items():
@@ -158,6 +165,7 @@ class Curves:
     params_m: float | None = None
     train: list[dict] = field(default_factory=list)  # step, loss, tok_s
     valid: list[dict] = field(default_factory=list)  # step, minutes, loss, ppl, bleu
+    extra: dict[str, list[dict]] = field(default_factory=dict)  # name -> step, loss, ppl, bleu
     minutes_from_stamps: bool = False  # minutes read off log times (validation included)
     notes: list[str] = field(default_factory=list)
 
@@ -204,6 +212,10 @@ def _read_metrics(curves: Curves, path: Path) -> None:
             row = {k: v for k, v in e.items() if k in ("step", "loss", "ppl", "bleu", "train_loss")}
             row["minutes"] = e.get("train_minutes", last)
             curves.valid.append(row)
+        elif e.get("event") == "extra_valid" and isinstance(e.get("name"), str):
+            row = {k: v for k, v in e.items() if k in ("step", "loss", "ppl", "bleu")}
+            row["minutes"] = e.get("train_minutes", last)
+            curves.extra.setdefault(e["name"], []).append(row)
 
 
 def parse_train_log(curves: Curves, text: str) -> None:

@@ -52,6 +52,7 @@ class Progress:
     history: list = field(default_factory=list)  # validation results
     since_valid_loss: float = 0.0  # summed training loss since the last validation
     since_valid_tokens: int = 0
+    extra_base: dict = field(default_factory=dict)  # train.extra_valid: BLEU at step 0, by name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,11 +183,13 @@ class ValidData:
     ref_ratios: list[float]  # reference/source length in pieces: the trust flags' range
 
 
-def validation_data(cfg: Config, device) -> ValidData | None:
-    """The valid split (None when the data dir has none), within the model's length limit."""
-    if not datadir.has_split(cfg.data.dir, "valid"):
+def validation_data(cfg: Config, device, data_dir: str | None = None) -> ValidData | None:
+    """The valid split of `data_dir` (default: the run's) within the model's length limit;
+    None when the data dir has none."""
+    data_dir = data_dir or cfg.data.dir
+    if not datadir.has_split(data_dir, "valid"):
         return None
-    ds = datadir.load_encoded(cfg.data.dir, "valid")
+    ds = datadir.load_encoded(data_dir, "valid")
     rows, max_len = ds[:], cfg.model.max_len
     keep = [
         i
@@ -200,9 +203,9 @@ def validation_data(cfg: Config, device) -> ValidData | None:
         )
         for b in bucket_batches(*lens, cfg.train.max_tokens)
     ]
-    refs = files.read_text_lines(datadir.raw_text(cfg.data.dir, "valid")[1])[: len(rows["src_len"])]
+    refs = files.read_text_lines(datadir.raw_text(data_dir, "valid")[1])[: len(rows["src_len"])]
     src = [rows["src_ids"][i] for i in keep]
-    tgt_lang = datadir.read_meta(cfg.data.dir).get("tgt_lang")
+    tgt_lang = datadir.read_meta(data_dir).get("tgt_lang")
     ratios = [(rows["tgt_len"][i] - 1) / max(rows["src_len"][i] - 1, 1) for i in keep]
     return ValidData(batches, src, [refs[i] for i in keep], tgt_lang, ratios)
 
@@ -344,10 +347,13 @@ class Trainer:
         self.calibration: Calibration | None = None  # the trust flags', from the last validation
         if state is not None:
             self._restore(state)
+        elif cfg.train.init_from:
+            self._start_from(Path(cfg.train.init_from))
         if self.main:
             dump_config(cfg, self.run_dir / runlog.CONFIG)
         self.train_model = _wrap_for_training(self.model, cfg.train, self.device, self.world)
         self.valid = validation_data(cfg, self.device) if self.main else None
+        self.extra = self._extra_valid() if self.main else {}
         self.metric = cfg.train.best_metric if self.valid is not None else "train_loss"
         self.log = runlog.Logger(self.run_dir, self.main, cfg.train.max_steps or None, quiet)
         self.autocast = _autocast(cfg.train.precision, self.device)
@@ -397,6 +403,43 @@ class Trainer:
             )
         return Sampling(cfg.subword_alpha, cfg.subword_nbest, self.cfg.model.max_len)
 
+    def _start_from(self, path: Path) -> None:
+        """A trained model's weights (the moving average where it kept one) and, with
+        train.reset_optimizer=false, its optimizer state under this run's settings; the step
+        count and the schedule start afresh."""
+        cfg = self.cfg.train
+        state = checkpoint.read_start(
+            path, self.cfg.model, self.tokenizer, optimizer=not cfg.reset_optimizer
+        )
+        self.model.load_state_dict(state.weights)
+        if self.ema is not None:
+            self.ema.load_state_dict(state.weights)
+        if not cfg.reset_optimizer:
+            self.optimizer.load_state_dict(state.optimizer)
+            _restore_fused(self.optimizer, self.device)
+            for group in self.optimizer.param_groups:  # the moments carry over, not the settings
+                group.update(initial_lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+            schedule = lr_lambda(cfg, self.cfg.model.d_model)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def _extra_valid(self) -> dict[str, ValidData]:
+        """train.extra_valid: each data dir's validation split, by a short name (its dir's)."""
+        dirs = self.cfg.train.extra_valid
+        names = [Path(d).name for d in dirs]
+        names = names if len(set(names)) == len(names) else list(dirs)
+        extra = {}
+        for name, d in zip(names, dirs):
+            if datadir.load_tokenizer(d).vocabulary != self.tokenizer.vocabulary:
+                raise NMTError(
+                    f"train.extra_valid: data dir {d} has another vocabulary than {self.cfg.data.dir}"
+                    f"; encode it with theirs: nmt preprocess --spm-model {self.cfg.data.dir} ..."
+                )
+            valid = validation_data(self.cfg, self.device, d)
+            if valid is None:
+                raise NMTError(f"train.extra_valid: data dir {d} has no valid split")
+            extra[name] = valid
+        return extra
+
     def _check_fresh(self) -> None:
         if self.main and (self.run_dir / checkpoint.LAST).exists():
             raise NMTError(
@@ -441,6 +484,11 @@ class Trainer:
             )
         if resumed:
             self._repair_best()
+        elif self.cfg.train.init_from:
+            what = (
+                "optimizer state kept" if not self.cfg.train.reset_optimizer else "fresh optimizer"
+            )
+            self.log.line(f"initialised from {self.cfg.train.init_from} ({what})")
 
     def _repair_best(self) -> None:
         """A kill between writing last.pt and best.pt leaves best.pt one improvement behind:
@@ -463,6 +511,8 @@ class Trainer:
     def loop(self) -> dict:
         """Train until a budget, patience or a signal stops the run; returns the summary."""
         stop = _budget_reason(self.cfg, self.progress)  # a resumed run may already be done
+        if self.extra and not self.progress.extra_base:  # the forgetting guard's reference
+            self.progress.extra_base = self.validate_extra(warn=False)
         self.run_t0 = time.time() - self.progress.train_seconds
         self.model.train()
         with self.interrupt:
@@ -590,7 +640,29 @@ class Trainer:
         if result:
             self.log.valid(p.step, result, p.train_seconds / 60)
             p.history.append({"step": p.step, **result})
+        self.validate_extra()
         return result
+
+    def validate_extra(self, warn: bool = True) -> dict[str, float]:
+        """Score the train.extra_valid splits and log them; warn where BLEU fell more than
+        train.forget_warn below its value at step 0. Returns BLEU by name."""
+        p, cfg, bleus = self.progress, self.cfg.train, {}
+        model = self.ema.model if self.ema is not None else self.model
+        for name, valid in self.extra.items():
+            result = validation_scores(model, self.cfg, valid, self.tokenizer, self.device)
+            result.pop("calibration", None)
+            self.log.extra_valid(p.step, name, result, p.train_seconds / 60)
+            if "bleu" not in result:
+                continue
+            bleus[name] = result["bleu"]
+            base = p.extra_base.get(name)
+            if warn and base is not None and base - result["bleu"] > cfg.forget_warn:
+                self.log.line(
+                    f"warning: BLEU on {name} fell {base - result['bleu']:.2f} below its value "
+                    f"at step 0 ({base:.2f} -> {result['bleu']:.2f}; train.forget_warn "
+                    f"{cfg.forget_warn:g}): the model is forgetting it"
+                )
+        return bleus
 
     def track_best(self, result: dict) -> bool:
         """Update the best score and the patience count; True when this validation is the best."""
