@@ -55,6 +55,13 @@ HOW = {
     "torchrun --nnodes 2 --node-rank 1 --nproc-per-node 8 --rdzv-backend c10d "
     "--rdzv-endpoint node0.example:29500 --rdzv-id deen -m nmt train cfg.yaml -o runs/deen": OPTIONS,
     "nmt train cfg.yaml -o runs/deen --resume": INTERRUPT,
+    "nmt preprocess --src de --tgt en --train-prefix indomain/train --valid-prefix indomain/val "
+    "--spm-model runs/deen/best.pt --out data-bin/indomain": RUN,
+    # the recipe-size run above is not the stand-in checkpoint's model: tests/test_finetune.py
+    # runs --init-from with extra_valid through the CLI
+    "nmt train runs/deen/config.yaml --init-from runs/deen/best.pt -o runs/deen-ft "
+    "data.dir=data-bin/indomain train.lr=2e-4 train.max_steps=2000 "
+    "train.extra_valid=[data-bin/multi30k-de-en]": OPTIONS,
     "nmt translate -c runs/deen/best.pt input.de -o output.en": RUN,
     "cat input.de | nmt translate -c runs/deen/best.pt --beam 1 > out.en": RUN,
     "nmt translate -c best.pt --n-best 5 --beam 5 input.de": RUN,
@@ -150,6 +157,10 @@ def sandbox(trained, tmp_path_factory):
     for seed in ("seed1", "seed2"):  # an ensemble's members
         (proj / "runs" / seed).mkdir(parents=True)
         checkpoint.save(stand_in, proj / "runs" / seed / "best.pt")
+    (proj / "indomain").mkdir()
+    for split, n in (("train", 200), ("val", 10)):  # new data for the fine-tuning commands
+        for lang in ("de", "en"):
+            (proj / "indomain" / f"{split}.{lang}").write_text("".join(line() for _ in range(n)))
     (proj / "required.txt").write_text("red\n\nblue\tgreen\n\n")  # a line per input line
     (proj / "terms.tsv").write_text(f"{src[0].split()[0]}\tmoon\n")
     env = ENV | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV['PATH']}"}
