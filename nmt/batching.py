@@ -83,7 +83,7 @@ class Sampling:
 
 
 OVERSIZE = 1.1  # a sampled batch over max_tokens by more than this factor is split
-RECUT_WINDOW = 16  # consecutive sampled batches pooled and cut again on their sampled lengths
+RECUT_WINDOW = 128  # consecutive sampled batches pooled and cut again on their sampled lengths
 
 
 class TrainBatches:
