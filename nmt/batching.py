@@ -82,6 +82,33 @@ class Sampling:
     max_len: int = 256
 
 
+class PairSampling:
+    """Temperature sampling of a multilingual corpus's pairs (Arivazhagan et al. 2019): each
+    epoch draws as many rows as the corpus has, pair p's share ~ n_p^(1/T). A pair drawn more
+    often than it has rows repeats all of them first; the rest are drawn without replacement."""
+
+    def __init__(self, pair: np.ndarray, temperature: float):
+        counts = np.bincount(pair)
+        self.rows = [np.flatnonzero(pair == p).astype(np.int64) for p in range(len(counts))]
+        share = counts.astype(np.float64) ** (1.0 / temperature)
+        self.draws = np.round(share / share.sum() * len(pair)).astype(np.int64)
+
+    @classmethod
+    def of(cls, ds, temperature: float) -> PairSampling | None:
+        """For a split with several pairs; None for a bilingual one."""
+        if "pair" not in getattr(ds, "column_names", ds):  # a dataset, or a dict of columns
+            return None
+        pair = read_lengths(ds, "pair")
+        return cls(pair, temperature) if len(pair) and pair.max() > 0 else None
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        parts = []
+        for rows, m in zip(self.rows, self.draws):
+            whole, rest = divmod(int(m), len(rows)) if len(rows) else (0, 0)
+            parts += [rows] * whole + [rng.choice(rows, size=rest, replace=False)]
+        return np.concatenate(parts)
+
+
 OVERSIZE = 1.1  # a sampled batch over max_tokens by more than this factor is split
 RECUT_WINDOW = 128  # consecutive sampled batches pooled and cut again on their sampled lengths
 
@@ -108,10 +135,15 @@ class TrainBatches:
         world: int = 1,
         sampling: Sampling | None = None,
         tokenizer=None,
+        pair_temperature: float = 1.0,
+        tags: list[int] | None = None,
     ):
         self.ds = ds
         self.src_len = read_lengths(ds, "src_len")
         self.tgt_len = read_lengths(ds, "tgt_len")
+        self.pairs = PairSampling.of(ds, pair_temperature)
+        # sampled sources start with their pair's target-language tag (multilingual vocabulary)
+        self.tags = None if not tags else (np.asarray(tags), read_lengths(ds, "pair"))
         self.max_tokens, self.seed, self.rank, self.world = max_tokens, seed, rank, world
         self.sampling, self.tokenizer = sampling, tokenizer
         table = getattr(ds, "data", None)
@@ -129,7 +161,12 @@ class TrainBatches:
     def epoch(self, epoch: int) -> list[np.ndarray]:
         """This rank's batches for `epoch`; every rank gets the same number."""
         rng = np.random.default_rng([self.seed, epoch])
-        batches = bucket_batches(self.src_len, self.tgt_len, self.max_tokens, rng)
+        if self.pairs is None:
+            batches = bucket_batches(self.src_len, self.tgt_len, self.max_tokens, rng)
+        else:  # the rows this epoch draws from each pair, then bucketed as one corpus
+            rows = self.pairs.draw(rng)
+            cut = bucket_batches(self.src_len[rows], self.tgt_len[rows], self.max_tokens, rng)
+            batches = [rows[b] for b in cut]
         n = len(batches) // self.world * self.world or len(batches)
         mine = batches[self.rank : n : self.world]
         self.schedule = (epoch, mine)
@@ -186,6 +223,9 @@ class TrainBatches:
         src, tgt = self.tokenizer.sample(
             srcs, tgts, sampling.alpha, sampling.nbest, seeds.generate_state(2)
         )
+        if self.tags is not None:
+            tags, pair = self.tags
+            src = [[int(t)] + x for t, x in zip(tags[pair[idx]], src)]
         limit = sampling.max_len
         over = [k for k, (x, y) in enumerate(zip(src, tgt)) if max(len(x), len(y) + 1) > limit]
         if over:  # rare: these keep the stored segmentation, which fits

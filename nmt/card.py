@@ -15,6 +15,7 @@ from nmt.checkpoint import RunState
 from nmt.errors import NMTError
 from nmt.files import write_text
 from nmt.search_options import SearchOptions
+from nmt.tokenizer import tag
 
 CARD = "MODEL_CARD.md"
 
@@ -48,11 +49,16 @@ def _about(state: RunState, ckpt: Path, export: dict | None) -> str:
     m, tok = state.config.model, state.tokenizer
     tensors = {v.data_ptr(): v for v in state.model.values() if v.is_floating_point()}
     n_params = sum(v.numel() for v in tensors.values())  # tied weights once
-    src, tgt = state.data.get("src_lang", "?"), state.data.get("tgt_lang", "?")
+    src, tgt = state.data.get("src_lang") or "?", state.data.get("tgt_lang") or "?"
+    title = f"{src} -> {tgt}"
+    if state.data.get("pairs"):  # a multilingual model: its pairs, and the tags it reads
+        title = ", ".join(p.replace(":", " -> ") for p in state.data["pairs"])
+    if tok.tags:
+        title += f" (target tags: {' '.join(tag(lang) for lang in tok.tags)})"
     runtime = f"CTranslate2 export ({export['quantization']})" if export else "torch checkpoint"
     sizes = ", ".join(f"{k} {v}" for k, v in _sizes(m).items())
     return (
-        f"# Model card: {src} -> {tgt}\n\n"
+        f"# Model card: {title}\n\n"
         f"- Model: {m.backend}, {n_params:,} parameters ({sizes})\n"
         f"- Vocabulary: SentencePiece, {'joint' if tok.joint else 'separate'}, source "
         f"{tok.src_vocab_size} pieces, target {tok.tgt_vocab_size}\n"

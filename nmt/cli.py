@@ -87,8 +87,15 @@ def _decode_flags(command):
 @app.command()
 def preprocess(
     out: Path = typer.Option(..., "--out", "-o", help="Data dir to write."),
-    src: str = typer.Option(..., "--src", "-s", help="Source language code (e.g. de)."),
-    tgt: str = typer.Option(..., "--tgt", "-t", help="Target language code (e.g. en)."),
+    src: str | None = typer.Option(None, "--src", "-s", help="Source language code (e.g. de)."),
+    tgt: str | None = typer.Option(None, "--tgt", "-t", help="Target language code (e.g. en)."),
+    pair: list[str] | None = typer.Option(
+        None,
+        "--pair",
+        help="A language pair SRC:TGT instead of --src/--tgt; repeat it for one multilingual "
+        "data dir (each prefix read as PREFIX.SRC and PREFIX.TGT per pair; target-language "
+        "tags where there are several targets).",
+    ),
     train_prefix: str | None = typer.Option(None, help="Plain files PREFIX.{src,tgt}[.gz]."),
     valid_prefix: str | None = typer.Option(None, help="Validation PREFIX.{src,tgt}[.gz]."),
     test_prefix: str | None = typer.Option(None, help="Test PREFIX.{src,tgt}[.gz]."),
@@ -134,7 +141,7 @@ def preprocess(
     force: bool = typer.Option(False, help="Overwrite an existing data dir."),
 ) -> None:
     """Clean parallel data, train SentencePiece and write an encoded data dir."""
-    from nmt.data import CorpusInputs, PreprocessOptions, preprocess
+    from nmt.data import CorpusInputs, Pair, PreprocessOptions, preprocess
 
     inputs = CorpusInputs(
         train_prefix=train_prefix,
@@ -161,18 +168,41 @@ def preprocess(
     if spm_model is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise NMTError(f"{flags}: options of a new SentencePiece model, not of --spm-model")
+    pairs = _language_pairs(src, tgt, pair)
+    if len(pairs) > 1 and (src_column or tgt_column):
+        raise NMTError("--src-column/--tgt-column name one pair's columns: not with several --pair")
+    multi = tuple(Pair(a, b, inputs.sources(a, b)) for a, b in pairs) if len(pairs) > 1 else ()
+    (src, tgt), one = pairs[0], not multi
     opts = PreprocessOptions(
-        src_lang=src,
-        tgt_lang=tgt,
+        src_lang=src if one else "",
+        tgt_lang=tgt if one else "",
+        pairs=multi,
         **given,
         spm_model=str(spm_model) if spm_model is not None else None,
         max_len=max_len,
         max_ratio=max_ratio,
         dedupe=dedupe,
         num_proc=num_proc,
-        sources=inputs.sources(src, tgt),
+        sources=inputs.sources(src, tgt) if one else {},
     )
     preprocess(opts, out, force=force, log=_say)
+
+
+def _language_pairs(src, tgt, pairs) -> list[tuple[str, str]]:
+    """(source, target) codes from --src/--tgt or from each --pair SRC:TGT."""
+    if pairs and (src or tgt):
+        raise NMTError("give --pair SRC:TGT or --src/--tgt, not both")
+    if not pairs:
+        if not (src and tgt):
+            raise NMTError("give the languages: --src and --tgt, or --pair SRC:TGT")
+        return [(src, tgt)]
+    out = []
+    for p in pairs:
+        a, sep, b = p.partition(":")
+        if not sep or not a.strip() or not b.strip() or ":" in b:
+            raise NMTError(f"--pair {p!r} must look like SRC:TGT (e.g. en:de)")
+        out.append((a.strip(), b.strip()))
+    return out
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -263,6 +293,11 @@ def translate(
         help="TSV of SOURCE TERM<tab>TARGET TERM: the target term is required in the output "
         "of every line that contains the source term.",
     ),
+    tgt_lang: str | None = typer.Option(
+        None,
+        help="The language to write: required for a multilingual model with several targets "
+        "(an error names them), else its one target.",
+    ),
     decode: SearchOptions = SearchOptions(),
 ) -> None:
     """Translate files or stdin, one output line per input line, in order."""
@@ -282,6 +317,7 @@ def translate(
     views = Views(attention_layer, attention_heads, self_attention)
     attention = AttentionOutput(alignment=alignment, plot_dir=attention_plot, views=views)
     runtime = RuntimeOptions(device=device, threads=threads)
+    decode = dataclasses.replace(decode, tgt_lang=tgt_lang)
     run_translation(_one_or_many(ckpt), streams, decode, runtime, attention, log=_say)
 
 
@@ -331,13 +367,16 @@ def score(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     batch_tokens: int = typer.Option(4000, help="Tokens per batch."),
+    tgt_lang: str | None = typer.Option(
+        None, help="The language to write, for a multilingual model (its languages: nmt card)."
+    ),
 ) -> None:
     """Score given translations: total log-probability, mean per token, tokens (tab-separated)."""
     from nmt.score import run_scoring
     from nmt.translator import RuntimeOptions
 
     runtime = RuntimeOptions(device=device, threads=threads)
-    run_scoring(_one_or_many(ckpt), source, target, output, runtime, batch_tokens)
+    run_scoring(_one_or_many(ckpt), source, target, output, runtime, batch_tokens, tgt_lang)
 
 
 @app.command()

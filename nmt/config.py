@@ -57,6 +57,9 @@ class TrainConfig:
     # alpha over the subword_nbest best segmentations, -1: all; BPE: dropout alpha); 0: off
     subword_alpha: float = 0.0
     subword_nbest: int = -1
+    # multilingual data dirs: pairs drawn with probability ~ size^(1/T) each epoch (1:
+    # proportional to corpus size, larger: flatter, towards uniform)
+    pair_temperature: float = field(default=5.0, metadata=CARRIED)
     # weights' exponential moving average, validated and translated with; 0: off
     ema_decay: float = field(default=0.0, metadata=CARRIED)
     precision: str = "fp32"
@@ -109,6 +112,8 @@ class TrainConfig:
             raise NMTError(
                 f"train.subword_nbest must be -1 (all) or >= 2, got {self.subword_nbest}"
             )
+        if self.pair_temperature < 1:
+            raise NMTError(f"train.pair_temperature must be >= 1, got {self.pair_temperature}")
         if not 0 <= self.ema_decay < 1:
             raise NMTError(f"train.ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if not all(0 <= b < 1 for b in self.betas):

@@ -41,6 +41,7 @@ from nmt.tokenizer import (
     UNK_ID,
     Tokenizer,
     default_character_coverage,
+    tag,
     train_sentencepiece,
 )
 
@@ -119,9 +120,22 @@ MODEL_TYPES = ("unigram", "bpe")
 
 
 @dataclass(frozen=True)
+class Pair:
+    """One language pair of a multilingual data dir, and where its splits come from."""
+
+    src: str
+    tgt: str
+    sources: dict[str, Source]
+
+    @property
+    def name(self) -> str:
+        return f"{self.src}-{self.tgt}"
+
+
+@dataclass(frozen=True)
 class PreprocessOptions:
-    src_lang: str
-    tgt_lang: str
+    src_lang: str = ""  # a bilingual data dir's languages (with `sources`), or `pairs`
+    tgt_lang: str = ""
     vocab_size: int = 8000
     model_type: str = "unigram"
     joint: bool = True
@@ -134,12 +148,30 @@ class PreprocessOptions:
     num_proc: int = 1
     sources: dict[str, Source] = field(default_factory=dict)
     spm_model: str | None = None  # an existing SentencePiece model (file, data dir, checkpoint)
+    pairs: tuple[Pair, ...] = ()  # a multilingual data dir's pairs (instead of the above)
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
             raise NMTError(
                 f"--model-type must be {' or '.join(MODEL_TYPES)}, not {self.model_type!r}"
             )
+        names = [p.name for p in self.pairs]
+        if len(set(names)) < len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise NMTError(f"--pair {twice.replace('-', ':', 1)} is listed twice")
+        if any(p.src == p.tgt for p in self.pairs):
+            raise NMTError("a --pair translates between two different languages")
+        if self.pairs and not self.joint:
+            raise NMTError("a multilingual data dir has one joint vocabulary: leave out --separate")
+
+    def all_pairs(self) -> tuple[Pair, ...]:
+        """The language pairs: `pairs`, or the one of a bilingual data dir."""
+        return self.pairs or (Pair(self.src_lang, self.tgt_lang, self.sources),)
+
+    @property
+    def tagged(self) -> bool:
+        """Whether sources carry target-language tags: where there are several targets."""
+        return len({p.tgt for p in self.all_pairs()}) > 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,10 +380,13 @@ def _select_columns(ds, columns: tuple[str, str], where: str):
 def fingerprint(opts: PreprocessOptions) -> str:
     """Hash of options and input file stamps: re-running with the same inputs reuses the output."""
     stamps = []
-    for split, source in sorted(opts.sources.items()):
-        files = [_file_stamp(p) if os.path.exists(p) else [p] for p in source.paths]
-        stamps.append([split, asdict(source), files])
-    body = {k: v for k, v in asdict(opts).items() if k not in ("sources", "num_proc")}
+    for pair in opts.all_pairs():
+        for split, source in sorted(pair.sources.items()):
+            files = [_file_stamp(p) if os.path.exists(p) else [p] for p in source.paths]
+            stamps.append([pair.name, split, asdict(source), files] if opts.pairs else
+                          [split, asdict(source), files])  # fmt: skip
+    body = {k: v for k, v in asdict(opts).items() if k not in ("sources", "num_proc", "pairs")}
+    body = {k: v for k, v in body.items() if k != "spm_model" or v}  # as before the option
     if opts.spm_model:
         spm = Path(opts.spm_model)
         found = [spm] if spm.is_file() else sorted(spm.glob("*.model")) + sorted(spm.glob("*.json"))
@@ -375,8 +410,9 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
             raise NMTError(
                 f"output directory {out_dir} already exists: use --force or another --out"
             )
-    if "train" not in opts.sources:
-        raise NMTError("no training data given")
+    for pair in opts.all_pairs():
+        if "train" not in pair.sources:
+            raise NMTError(f"no training data given for {pair.name}")
 
     t0 = time.time()
     for p in remove_stale_temps(out_dir.parent, out_dir.name):
@@ -396,84 +432,156 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
 
 def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
     cache = work / ".cache"
+    pairs = opts.all_pairs()
     stage = Stage("read", None, log)
-    inputs = {s: load_split(src, cache, stage.update) for s, src in opts.sources.items()}
-    stage.done(f" ({', '.join(f'{s} {inp.n:,}' for s, inp in inputs.items())})")
-    counts = {split: {"read": inp.n} for split, inp in inputs.items()}
-    big = inputs["train"].n >= PARALLEL_MIN_PAIRS
+    inputs = [
+        {s: load_split(src, cache, stage.update) for s, src in p.sources.items()} for p in pairs
+    ]
+    stage.done(" (" + "; ".join(_sizes(p, inp, opts) for p, inp in zip(pairs, inputs)) + ")")
+    big = sum(inp["train"].n for inp in inputs) >= PARALLEL_MIN_PAIRS
     reused = read_spm_model(Path(opts.spm_model)) if opts.spm_model else None
+    langs = [lang for p in pairs for lang in (p.src, p.tgt)]
+    coverage = opts.character_coverage or default_character_coverage(*langs)
     with Workers(opts.num_proc if big else 1) as workers:
-        clean, keep, dropped, kept = _clean(inputs["train"], opts, cache, workers, log)
-        coverage = opts.character_coverage or default_character_coverage(
-            opts.src_lang, opts.tgt_lang
-        )
+        cleaned = [
+            _clean(inp["train"], opts, cache / f"clean-{k}.arrow", workers, log, p.sources)
+            for k, (p, inp) in enumerate(zip(pairs, inputs))
+        ]
         if reused is not None:
             protos = reused[0]
             for side, proto in zip(("src", "tgt"), protos):
                 if proto is not None:
                     datadir.spm_path(work, side, protos[1] is None).write_bytes(proto)
+        elif opts.pairs:
+            protos = _train_multilingual_sentencepiece(cleaned, opts, coverage, work, log)
         else:
+            clean, keep, _, kept = cleaned[0]
             protos = _train_sentencepiece(clean, keep, kept, opts, coverage, work, log)
-        stage = Stage("encode", kept, log)
-        batches = masked(read_batches(clean), keep)
-        tasks = ((b, protos, opts.max_len, opts.max_ratio) for b in batches)
-        counts["train"].update(
-            _encode(tasks, workers, datadir.split_dir(work, "train"), stage, dropped)
-        )
+        per_pair = [{s: {"read": inp[s].n} for s in inp} for inp in inputs]
+        stage = Stage("encode", sum(c[3] for c in cleaned), log)
+        with SplitWriter(work, "train") as out:
+            for k, (p, (clean, keep, dropped, _)) in enumerate(zip(pairs, cleaned)):
+                batches = masked(read_batches(clean), keep)
+                tasks = ((b, protos, opts.max_len, opts.max_ratio, p.tgt, k) for b in batches)
+                per_pair[k]["train"] |= _encode(tasks, workers, out, stage, dropped)
+                per_pair[k]["train"]["dropped"] = dropped
+                if per_pair[k]["train"]["kept"] == 0:
+                    raise NMTError(
+                        f"training corpus{_of(p, opts)} is empty after length filtering: raise "
+                        "--max-len"
+                    )
         stage.done()
-        if counts["train"]["kept"] == 0:
-            raise NMTError("training corpus is empty after length filtering: raise --max-len")
-        counts["train"]["dropped"] = dropped
         shutil.rmtree(cache, ignore_errors=True)
-        stage = Stage("write", sum(inp.n for s, inp in inputs.items() if s != "train"), log)
-        for split, inp in inputs.items():
-            if split != "train":
-                tasks = (
-                    (b, protos, 0, 0.0)
-                    for b in _raw_text(inp, datadir.split_dir(work, split), stage)
-                )
-                counts[split].update(
-                    _encode(tasks, workers, datadir.split_dir(work, split), None, {})
-                )
-        stage.done()
+        rows = _write_eval_splits(pairs, inputs, protos, per_pair, work, workers, log)
 
     tok = Tokenizer(*protos)
+    counts = _total_counts(per_pair)
     meta = {
-        "src_lang": opts.src_lang,
-        "tgt_lang": opts.tgt_lang,
+        "src_lang": _one({p.src for p in pairs}),
+        "tgt_lang": _one({p.tgt for p in pairs}),
         "joint_vocab": tok.joint,
         "src_vocab_size": tok.src_vocab_size,
         "tgt_vocab_size": tok.tgt_vocab_size,
         "counts": counts,
-        "options": {k: v for k, v in asdict(opts).items() if k != "sources"}
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("sources", "pairs")}
         | {"character_coverage": coverage},
         "sources": {k: asdict(v) for k, v in opts.sources.items()},
         "fingerprint": fp,
     }
+    if opts.pairs:
+        meta["pairs"] = [
+            {
+                "src": p.src,
+                "tgt": p.tgt,
+                "counts": c,
+                "sources": {k: asdict(v) for k, v in p.sources.items()},
+            }
+            for p, c in zip(pairs, per_pair)
+        ]
+        meta["pair_rows"] = rows
     if reused is not None:
         meta["spm_model"] = opts.spm_model
         meta["spm_reference"] = reused[1]
     datadir.write_meta(work, meta)
     meta = datadir.read_meta(work)
-    tr = counts["train"]
-    drops = ", ".join(f"{v} {k}" for k, v in tr["dropped"].items() if v) or "none"
-    log(f"train: {tr['read']} pairs read, {tr['kept']} kept (dropped: {drops})")
-    for split in ("valid", "test"):
-        if split in counts:
-            log(f"{split}: {counts[split]['kept']} pairs")
+    for p, c in zip(pairs, per_pair):
+        tr = c["train"]
+        drops = ", ".join(f"{v} {k}" for k, v in tr["dropped"].items() if v) or "none"
+        log(f"train{_of(p, opts)}: {tr['read']} pairs read, {tr['kept']} kept (dropped: {drops})")
+        for split in ("valid", "test"):
+            if split in c:
+                log(f"{split}{_of(p, opts)}: {c[split]['kept']} pairs")
     log(
         f"vocab: src {tok.src_vocab_size}, tgt {tok.tgt_vocab_size} ({'joint' if tok.joint else 'separate'})"
+        + (f", target tags {' '.join(tag(lang) for lang in tok.tags)}" if tok.tags else "")
     )
     if reused is not None:
-        for line in coverage_report(datadir.coverage(tr), reused[1], opts.spm_model):
+        for line in coverage_report(datadir.coverage(counts["train"]), reused[1], opts.spm_model):
             log(line)
     return meta
 
 
-def _clean(inp: SplitInput, opts: PreprocessOptions, cache: Path, workers, log):
-    """Strip and drop empty pairs into an Arrow file; returns it, the dedupe mask, the drops."""
+def _of(pair: Pair, opts: PreprocessOptions) -> str:
+    """ " of en-de" in a multilingual data dir's messages; "" in a bilingual one's."""
+    return f" of {pair.name}" if opts.pairs else ""
+
+
+def _sizes(pair: Pair, inputs: dict, opts: PreprocessOptions) -> str:
+    sizes = ", ".join(f"{s} {inp.n:,}" for s, inp in inputs.items())
+    return f"{pair.name}: {sizes}" if opts.pairs else sizes
+
+
+def _one(values: set):
+    """The one value of a set, or None when there are several."""
+    return next(iter(values)) if len(values) == 1 else None
+
+
+def _total_counts(per_pair: list[dict]) -> dict:
+    """Each split's counts summed over the pairs (the bilingual data dir's own)."""
+    total: dict = {}
+    for counts in per_pair:
+        for split, c in counts.items():
+            _add(total.setdefault(split, {}), c)
+    return total
+
+
+def _add(into: dict, counts: dict) -> None:
+    for k, v in counts.items():
+        if isinstance(v, dict):
+            _add(into.setdefault(k, {}), v)
+        else:
+            into[k] = into.get(k, 0) + v
+
+
+def _write_eval_splits(pairs, inputs, protos, per_pair, work, workers, log) -> dict:
+    """Encode the valid and test splits of every pair (raw text kept for the references) into
+    one split each, pair after pair; returns each pair's rows there, by split."""
+    rows: dict[str, dict[str, list[int]]] = {}
+    stage = Stage("write", sum(inp[s].n for inp in inputs for s in inp if s != "train"), log)
+    for split in ("valid", "test"):
+        todo = [(k, p, inp[split]) for k, (p, inp) in enumerate(zip(pairs, inputs)) if split in inp]
+        if not todo:
+            continue
+        src_path, tgt_path = datadir.raw_text(work, split)
+        with (
+            SplitWriter(work, split) as out,
+            open(src_path, "w", encoding="utf-8") as fs,
+            open(tgt_path, "w", encoding="utf-8") as ft,
+        ):
+            for k, p, inp in todo:
+                start = out.rows
+                tasks = ((b, protos, 0, 0.0, p.tgt, k) for b in _raw_text(inp, fs, ft, stage))
+                per_pair[k][split] |= _encode(tasks, workers, out, None, {})
+                rows.setdefault(split, {})[p.name] = [start, out.rows]
+    stage.done()
+    return rows
+
+
+def _clean(inp: SplitInput, opts: PreprocessOptions, path: Path, workers, log, sources):
+    """Strip and drop empty pairs into the Arrow file `path`; returns it, the dedupe mask, the
+    drops and the pairs kept."""
     stage = Stage("clean", inp.n, log)
-    out = ArrowStream(cache / "clean.arrow", CLEAN_SCHEMA)
+    out = ArrowStream(path, CLEAN_SCHEMA)
     hashes, dropped = [], {"empty": 0}
     tasks = ((src, tgt, opts.dedupe) for src, tgt in inp.chunks())
     for batch, h, n_empty in workers.map(clean_chunk, tasks):
@@ -493,7 +601,7 @@ def _clean(inp: SplitInput, opts: PreprocessOptions, cache: Path, workers, log):
         + (f", {dropped['duplicate']:,} duplicate" if opts.dedupe else "")
     )
     if kept == 0:
-        where = ", ".join(opts.sources["train"].paths) or opts.sources["train"].hub_name
+        where = ", ".join(sources["train"].paths) or sources["train"].hub_name
         raise NMTError(f"training corpus is empty after cleaning: {where}")
     return out.path, keep, dropped, kept
 
@@ -533,6 +641,48 @@ def _train_sentencepiece(clean: Path, keep, n_pairs: int, opts, coverage, work, 
     return (protos[0], None) if opts.joint else tuple(protos)
 
 
+def _train_multilingual_sentencepiece(cleaned, opts, coverage, work, log):
+    """One joint vocabulary over every language of the pairs, each language sampled on its own
+    (a share of `input_sentence_size`, so a big corpus does not crowd out a small one), with
+    the target-language tags as user-defined pieces where there are several targets."""
+    sides: dict[str, dict[str, tuple]] = {}  # language -> its text files, each counted once
+    for pair, (clean, keep, _, kept) in zip(opts.pairs, cleaned):
+        for column, lang, i in (("src", pair.src, 0), ("tgt", pair.tgt, 1)):
+            key = pair.sources["train"].paths[i : i + 1] or (pair.name, column)  # a multi-way file
+            sides.setdefault(lang, {}).setdefault(key, (clean, keep, kept, column))
+    budget = max(1, opts.input_sentence_size // len(sides))
+    rng = np.random.default_rng(0)
+    parts, per_language = [], {}
+    for lang, files in sides.items():
+        total = sum(kept for _, _, kept, _ in files.values())
+        for clean, keep, kept, column in files.values():
+            k = min(kept, max(1, round(min(total, budget) * kept / total)))
+            pick = np.sort(rng.choice(kept, size=k, replace=False))
+            rows = np.flatnonzero(keep)[pick] if keep is not None else pick
+            parts.append((clean, rows, column))
+            per_language[lang] = per_language.get(lang, 0) + k
+    stage = Stage("sentencepiece", sum(len(r) for _, r, _ in parts), log, unit="sentences")
+    path = datadir.spm_path(work, "joint", True)
+    tags = tuple(dict.fromkeys(tag(p.tgt) for p in opts.pairs)) if opts.tagged else ()
+    sentences = (x for clean, rows, column in parts for x in sample_rows(clean, rows, [column]))
+    what = f"the joint vocabulary of {', '.join(sides)}"
+    train_sentencepiece(
+        _counted(sentences, stage),
+        path,
+        vocab_size=opts.vocab_size,
+        model_type=opts.model_type,
+        character_coverage=coverage,
+        byte_fallback=opts.byte_fallback,
+        input_sentence_size=opts.input_sentence_size,
+        num_threads=max(2, opts.num_proc),
+        what=what,
+        user_symbols=tags,
+    )
+    counts = ", ".join(f"{lang} {n:,}" for lang, n in per_language.items())
+    stage.done(f": {what}, {opts.vocab_size} pieces, sentences per language: {counts}")
+    return path.read_bytes(), None
+
+
 def _counted(items, stage: Stage, every: int = 10_000):
     n = 0
     for item in items:
@@ -544,12 +694,33 @@ def _counted(items, stage: Stage, every: int = 10_000):
     stage.update(n)
 
 
-def _encode(tasks, workers, split_dir: Path, stage, dropped: dict) -> dict:
-    """Encode chunks into one Arrow file of a split; returns kept and token counts."""
-    out = ArrowStream(split_dir / datadir.ARROW_FILE, datadir.encoded_schema())
+class SplitWriter:
+    """An encoded split's Arrow file, written batch by batch, and its dataset info at the end."""
+
+    def __init__(self, work: Path, split: str):
+        self.dir = datadir.split_dir(work, split)
+        self.stream = ArrowStream(self.dir / datadir.ARROW_FILE, datadir.encoded_schema())
+
+    @property
+    def rows(self) -> int:
+        return self.stream.rows
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stream.close()
+        if exc[0] is None:
+            datadir.write_dataset_info(self.dir, self.stream.rows)
+
+
+def _encode(tasks, workers, out: SplitWriter, stage, dropped: dict) -> dict:
+    """Encode chunks into a split; returns the rows kept and the token, unknown-piece and word
+    counts of each side."""
+    start = out.rows
     tokens, unk, words = {"src": 0, "tgt": 0}, {"src": 0, "tgt": 0}, {"src": 0, "tgt": 0}
     for batch, drops in workers.map(encode_chunk, tasks):
-        out.write(batch)
+        out.stream.write(batch)
         for side in ("src", "tgt"):
             tokens[side] += _total(batch.column(f"{side}_len"))
             unk[side] += _total(pc.equal(pc.list_flatten(batch.column(f"{side}_ids")), UNK_ID))
@@ -559,9 +730,7 @@ def _encode(tasks, workers, split_dir: Path, stage, dropped: dict) -> dict:
             dropped[k] = dropped.get(k, 0) + v
         if stage is not None:
             stage.update(batch.num_rows + sum(drops.values()))
-    out.close()
-    datadir.write_dataset_info(split_dir, out.rows)
-    return {"kept": out.rows, "tokens": tokens, "unk": unk, "words": words}
+    return {"kept": out.rows - start, "tokens": tokens, "unk": unk, "words": words}
 
 
 def _total(values) -> int:
@@ -627,20 +796,18 @@ def coverage_report(new: dict, reference: dict | None, where: str) -> list[str]:
     return lines
 
 
-def _raw_text(inp: SplitInput, split_dir: Path, stage: Stage) -> Iterator[pa.RecordBatch]:
-    """Stream a valid/test split: write its raw text (one line per pair, the references) and
-    yield it in batches for encoding. It is never cleaned: line i is pair i."""
-    src_path, tgt_path = datadir.raw_text(split_dir.parent, split_dir.name)
-    with open(src_path, "w", encoding="utf-8") as fs, open(tgt_path, "w", encoding="utf-8") as ft:
-        for src, tgt in inp.chunks():
-            src = [_line(x) for x in src]
-            tgt = [_line(x) for x in tgt]
-            fs.writelines(one_line(x) + "\n" for x in src)
-            ft.writelines(one_line(x) + "\n" for x in tgt)
-            stage.update(len(src))
-            yield pa.record_batch(
-                [pa.array(src, pa.string()), pa.array(tgt, pa.string())], ["src", "tgt"]
-            )
+def _raw_text(inp: SplitInput, fs, ft, stage: Stage) -> Iterator[pa.RecordBatch]:
+    """Stream a valid/test split: write its raw text to `fs`, `ft` (one line per pair, the
+    references) and yield it in batches for encoding. It is never cleaned: line i is pair i."""
+    for src, tgt in inp.chunks():
+        src = [_line(x) for x in src]
+        tgt = [_line(x) for x in tgt]
+        fs.writelines(one_line(x) + "\n" for x in src)
+        ft.writelines(one_line(x) + "\n" for x in tgt)
+        stage.update(len(src))
+        yield pa.record_batch(
+            [pa.array(src, pa.string()), pa.array(tgt, pa.string())], ["src", "tgt"]
+        )
 
 
 def _line(x) -> str:

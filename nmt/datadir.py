@@ -3,8 +3,11 @@
     meta.json                 languages, vocab sizes, counts, options, input fingerprint
     spm.model | spm.{src,tgt}.model
     {train,valid,test}/       Arrow datasets (memory-mapped): src_ids, tgt_ids, src_len, tgt_len,
-                              src_text, tgt_text (the text encoded; absent in older data dirs)
-    {valid,test}.{src,tgt}    raw text, aligned line by line with the references
+                              src_text, tgt_text (the text encoded), pair (the row's language
+                              pair: an index into meta "pairs"; 0 in a bilingual data dir);
+                              older data dirs lack the last three
+    {valid,test}.{src,tgt}    raw text, aligned line by line with the references (a multilingual
+                              data dir's pairs one after another: meta "pair_rows")
 
 This module owns the names and the layout; everyone else calls it.
 """
@@ -30,10 +33,12 @@ def encoded_schema():
 
     ids, length = pa.list_(pa.int32()), pa.int32()
     columns = [("src_ids", ids), ("tgt_ids", ids), ("src_len", length), ("tgt_len", length)]
-    return pa.schema(columns + [(name, pa.string()) for name in TEXT_COLUMNS])
+    texts = [(name, pa.string()) for name in TEXT_COLUMNS]
+    return pa.schema(columns + texts + [(PAIR_COLUMN, pa.int32())])
 
 
 TEXT_COLUMNS = ("src_text", "tgt_text")  # the text each pair's ids encode (subword sampling)
+PAIR_COLUMN = "pair"  # the language pair of each row (multilingual data dirs)
 
 
 def has_text(ds) -> bool:
@@ -92,6 +97,7 @@ def write_dataset_info(split_path: Path, rows: int) -> None:
         "src_len": value,
         "tgt_len": value,
         **{name: {"dtype": "string", "_type": "Value"} for name in TEXT_COLUMNS},
+        PAIR_COLUMN: value,
     }
     info = {
         "features": features,
@@ -136,11 +142,33 @@ def meta_if_any(data_dir: Path) -> dict | None:
 
 
 def languages(meta: dict) -> dict:
-    """What a checkpoint keeps of the data dir's meta: src_lang, tgt_lang, joint_vocab, and how
-    well the vocabulary covers the corpus it was trained on (`spm_reference`) where known."""
+    """What a checkpoint keeps of the data dir's meta: src_lang, tgt_lang (None where a
+    multilingual data dir has several), joint_vocab, its language pairs where there are
+    several, and how well the vocabulary covers the corpus it was trained on (`spm_reference`)
+    where known."""
     kept = {k: meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")}
+    if "pairs" in meta:
+        kept["pairs"] = [p["src"] + ":" + p["tgt"] for p in meta["pairs"]]
     reference = spm_reference(meta)
     return kept | ({"coverage": reference} if reference else {})
+
+
+def pairs(meta: dict) -> list[tuple[str | None, str | None]]:
+    """The (source, target) languages of each pair of a data dir, in the order of its `pair`
+    column: one for a bilingual data dir."""
+    if "pairs" in meta:
+        return [(p["src"], p["tgt"]) for p in meta["pairs"]]
+    return [(meta.get("src_lang"), meta.get("tgt_lang"))]
+
+
+def pair_names(meta: dict) -> dict[str, tuple[str | None, str | None]]:
+    """Each pair's (source, target) languages by its name ("en-de")."""
+    return {f"{a}-{b}": (a, b) for a, b in pairs(meta)}
+
+
+def pair_rows(meta: dict, split: str) -> dict[str, tuple[int, int]]:
+    """A multilingual split's rows by pair name ("en-de": [start, end)); {} for a bilingual one."""
+    return {name: (a, b) for name, (a, b) in meta.get("pair_rows", {}).get(split, {}).items()}
 
 
 def coverage(counts: dict) -> dict | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nmt import datadir, languages
@@ -88,6 +88,8 @@ def evaluate(
                 )
             result.update(split=inputs.split, data_dir=str(Path(data_dir).resolve()))
             meta = datadir.read_meta(data_dir)
+            if datadir.pair_rows(meta, inputs.split):
+                return _evaluate_pairs(translator, meta, inputs, decode, outputs, result)
             _check_languages(translator, meta, data_dir)
             tgt_lang = tgt_lang or meta["tgt_lang"]
         tgt_lang = tgt_lang or translator.tgt_lang  # what the model was trained to write
@@ -96,12 +98,42 @@ def evaluate(
         result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
             raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
-        best = _translate(translator, srcs, decode, result)
+        best = _translate(translator, srcs, replace(decode, tgt_lang=inputs.tgt_lang), result)
         hyps = [t.text for t in best]
         flags = [t.flags for t in best]
         result["trust_flags"] = summary(flags, hyps, refs, lambda h, r: bleu(h, r, tgt_lang))
         _write_outputs(outputs, hyps, flags, result)
     result.update(score(hyps, refs, tgt_lang))
+    if outputs.json_out is not None:
+        write_text(Path(outputs.json_out), json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _evaluate_pairs(translator, meta, inputs: EvalInputs, decode, outputs, result) -> dict:
+    """A multilingual data dir's split, pair by pair (those into `inputs.tgt_lang` where it is
+    given), each decoded with its target's tag and scored for its target language; the mean
+    BLEU beside them."""
+    rows = datadir.pair_rows(meta, inputs.split)
+    names = datadir.pair_names(meta)
+    chosen = [n for n in rows if inputs.tgt_lang in (None, names[n][1])]
+    if not chosen:
+        targets = ", ".join(sorted({t for _, t in names.values()}))
+        raise NMTError(f"--tgt-lang {inputs.tgt_lang}: the data dir's targets are {targets}")
+    source, reference = datadir.raw_text(result["data_dir"], inputs.split)
+    srcs, refs = read_text_lines(source), read_text_lines(reference)
+    result["pairs"] = {}
+    hyps_all = []
+    for name in chosen:
+        (start, end), lang = rows[name], names[name][1]
+        one = {"tgt_lang": lang}
+        best = _translate(translator, srcs[start:end], replace(decode, tgt_lang=lang), one)
+        hyps = [t.text for t in best]
+        hyps_all += hyps
+        one.update(score(hyps, refs[start:end], lang))
+        result["pairs"][name] = one
+    result["bleu_mean"] = sum(r["bleu"] for r in result["pairs"].values()) / len(chosen)
+    if outputs.output is not None:  # the chosen pairs' translations, one after another
+        write_text(Path(outputs.output), "".join(one_line(h) + "\n" for h in hyps_all))
     if outputs.json_out is not None:
         write_text(Path(outputs.json_out), json.dumps(result, indent=2) + "\n")
     return result
@@ -166,6 +198,11 @@ def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict)
 
 
 def format_table(result: dict) -> str:
+    if "pairs" in result:  # a multilingual data dir: a table per pair, then the mean
+        tables = [f"{name}:\n{format_table(r)}" for name, r in result["pairs"].items()]
+        return "\n\n".join(
+            tables + [f"mean BLEU over {len(tables)} pairs: {result['bleu_mean']:.2f}"]
+        )
     rows = [f"{'metric':<6} {'score':>7}  signature"]
     for m in ("bleu", "chrf", "ter"):
         rows.append(f"{m.upper():<6} {result[m]:>7.2f}  {result[f'{m}_signature']}")

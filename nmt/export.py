@@ -211,24 +211,59 @@ def export(
 
 
 def _valid_sample(state, valid: tuple[Path, Path] | None):
-    """Source and reference lines to prove the export on, and their line numbers: `valid`, else
-    the validation split of the checkpoint's data dir; None when there is neither (or it has no
-    non-blank line)."""
+    """Source and reference lines to prove the export on, their line numbers and the language
+    each is translated into (None: the model's own): `valid`, else the validation split of the
+    checkpoint's data dir (a multilingual one's lines in their pairs' languages, in turns);
+    None when there is neither (or it has no non-blank line)."""
     from nmt import datadir
     from nmt.files import read_text_lines
 
+    langs: list = []
     if valid is None:
         data_dir = state.config.data.dir
         if not datadir.has_split(data_dir, "valid"):
             return None
         valid = datadir.raw_text(data_dir, "valid")
+        meta = datadir.read_meta(data_dir)
+        names = datadir.pair_names(meta)
+        for name, (start, end) in datadir.pair_rows(meta, "valid").items():
+            langs[start:end] = [names[name][1]] * (end - start)
+    elif state.tokenizer.tags and not state.data.get("tgt_lang"):
+        raise NMTError(
+            "--valid: a model with several target languages is checked on its data dir's "
+            "validation split, which says the language of each line: leave out --valid"
+        )
     srcs, refs = (read_text_lines(Path(p)) for p in valid)
     if len(srcs) != len(refs):
         raise NMTError(f"--valid: {len(srcs)} source lines but {len(refs)} reference lines")
-    keep = [i for i, s in enumerate(srcs) if s.strip()][: PARITY_LINES[1]]
+    langs = langs or [None] * len(srcs)
+    keep = [i for i, s in enumerate(srcs) if s.strip()]
+    if len(set(langs)) > 1:  # every pair in the sample: its lines in turns
+        by_lang = [[i for i in keep if langs[i] == lang] for lang in dict.fromkeys(langs)]
+        keep = sorted(i for group in zip(*by_lang) for i in group)
+    keep = keep[: PARITY_LINES[1]]
     if not keep:
         return None
-    return [srcs[i] for i in keep], [refs[i] for i in keep], [i + 1 for i in keep]
+    return (
+        [srcs[i] for i in keep],
+        [refs[i] for i in keep],
+        [i + 1 for i in keep],
+        [langs[i] for i in keep],
+    )
+
+
+def _greedy(translator, srcs: list[str], langs: list) -> list:
+    """The greedy `Translation` of each line, each into its language."""
+    from nmt.search_options import SearchOptions
+
+    out: list = [None] * len(srcs)
+    for lang in dict.fromkeys(langs):
+        rows = [i for i, x in enumerate(langs) if x == lang]
+        opts = SearchOptions(beam=1, tgt_lang=lang)
+        found = translator.translate_detailed([srcs[i] for i in rows], opts, warn=lambda n: None)
+        for i, t in zip(rows, found):
+            out[i] = t[0]
+    return out
 
 
 def check_parity(reference, export_dir, quantization, sample, max_bleu_drop=MAX_BLEU_DROP):
@@ -239,15 +274,12 @@ def check_parity(reference, export_dir, quantization, sample, max_bleu_drop=MAX_
     NMTError naming the first differing line."""
     from nmt.ct2 import CT2Translator
     from nmt.scores import bleu
-    from nmt.search_options import SearchOptions
 
     if sample is None:
         return {"checked": False, "reason": "no validation text; give --valid SRC REF"}
-    srcs, refs, numbers = sample
-    opts, quiet = SearchOptions(beam=1), lambda note: None
+    srcs, refs, numbers, langs = sample
     exported = CT2Translator.open(export_dir)
-    a = [t[0] for t in reference.translate_detailed(srcs, opts, warn=quiet)]
-    b = [t[0] for t in exported.translate_detailed(srcs, opts, warn=quiet)]
+    a, b = (_greedy(t, srcs, langs) for t in (reference, exported))
     result = {"checked": True, "lines": len(srcs), "few_lines": len(srcs) < PARITY_LINES[0]}
     if quantization != "float32":
         lang = reference.tgt_lang

@@ -45,10 +45,12 @@ def run_scoring(
     output: Path | None = None,
     runtime: RuntimeOptions = RuntimeOptions(),
     batch_tokens: int = 4000,
+    tgt_lang: str | None = None,  # a multilingual model's target (its source tag)
 ) -> int:
     """Score every pair before writing anything; returns the number of pairs."""
     srcs, tgts = read_pairs(source, target)  # line counts checked before the model loads
-    scores = open_translator(ckpt, runtime).score(srcs, tgts, batch_tokens) if srcs else []
+    translator = open_translator(ckpt, runtime)
+    scores = translator.score(srcs, tgts, batch_tokens, tgt_lang) if srcs else []
     with _output(output) as out:
         out.write("".join(s.line() + "\n" for s in scores))
     return len(scores)

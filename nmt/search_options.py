@@ -60,6 +60,8 @@ class SearchOptions:
     )
     seed: int = field(default=1, metadata=_flag("--seed", "Random seed for sampling."))
     attention: bool = False  # return attention weights of the chosen hypotheses
+    # the language to write, for a multilingual model (its source tag; `translate --tgt-lang`)
+    tgt_lang: str | None = None
 
     def __post_init__(self):
         if self.beam is None:

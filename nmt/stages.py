@@ -158,18 +158,18 @@ def encode_chunk(task: tuple) -> tuple[pa.RecordBatch, dict]:
     """Encode a chunk of text pairs: src ids + EOS, tgt ids (BOS/EOS added at batching time),
     and the text itself (re-encoded by subword sampling during training).
 
-    task = (batch of src/tgt text, tokenizer protos, max_len, max_ratio). With `max_len` > 0,
-    pairs longer than `max_len` or with a length ratio above `max_ratio` are dropped; returns
-    the encoded batch and the drop counts."""
-    batch, protos, max_len, max_ratio = task
+    task = (batch of src/tgt text, tokenizer protos, max_len, max_ratio, target language,
+    pair index). With `max_len` > 0, pairs longer than `max_len` or with a length ratio above
+    `max_ratio` are dropped; returns the encoded batch and the drop counts. A multilingual
+    vocabulary's sources start with the target language's tag."""
+    batch, protos, max_len, max_ratio, tgt_lang, pair = task
     tok = _tokenizer(protos)
-    src, src_len = _ids_array(tok.encode_src(batch.column(0).to_pylist()))
+    src, src_len = _ids_array(tok.encode_src(batch.column(0).to_pylist(), tgt_lang))
     tgt, tgt_len = _ids_array(tok.encode_tgt(batch.column(1).to_pylist()))
     tgt_len = tgt_len + 1  # + EOS (or BOS on the input side)
-    out = pa.record_batch(
-        [src, tgt, pa.array(src_len), pa.array(tgt_len), batch.column(0), batch.column(1)],
-        schema=datadir.encoded_schema(),
-    )
+    columns = [src, tgt, pa.array(src_len), pa.array(tgt_len), batch.column(0), batch.column(1)]
+    pairs = pa.array(np.full(batch.num_rows, pair, dtype=np.int32))
+    out = pa.record_batch(columns + [pairs], schema=datadir.encoded_schema())
     dropped = {"too_long": 0, "length_ratio": 0}
     if max_len > 0:
         too_long = (src_len > max_len) | (tgt_len > max_len)

@@ -19,6 +19,14 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
 BOS, EOS = "<s>", "</s>"  # their pieces: SentencePiece's defaults, which training keeps
 PAD, UNK = "<pad>", "<unk>"  # the same for padding and unknown text
+TAG = re.compile(r"<2([^<>\s]+)>")  # a target-language tag piece: <2de> asks for German
+
+
+def tag(lang: str) -> str:
+    """The target-language tag of `lang` (a user-defined piece of a multilingual vocabulary)."""
+    return f"<2{lang}>"
+
+
 # Sentences SentencePiece trains on (a random sample of bigger corpora): its time and memory
 # grow with the sample, and on big corpora it is the slowest and largest preprocessing stage.
 SPM_SAMPLE_SENTENCES = 1_000_000
@@ -39,6 +47,7 @@ def train_sentencepiece(
     input_sentence_size: int = SPM_SAMPLE_SENTENCES,
     what: str = "",
     num_threads: int = 2,
+    user_symbols: tuple[str, ...] = (),
 ) -> Path:
     """Train a SentencePiece model on an iterator of sentences and write it to `model_path`."""
     model_path = Path(model_path)
@@ -67,6 +76,7 @@ def train_sentencepiece(
                 max_sentence_length=1 << 16,
                 num_threads=num_threads,
                 minloglevel=2,
+                **({"user_defined_symbols": list(user_symbols)} if user_symbols else {}),
                 **SPECIAL_IDS,
             )
         except RuntimeError as e:
@@ -113,6 +123,15 @@ class Tokenizer:
             )
         except Exception:
             raise NMTError("SentencePiece model is corrupt or not a SentencePiece model") from None
+        # target-language tags: user-defined source pieces, which SentencePiece numbers right
+        # after the special ones (a multilingual vocabulary's; a bilingual one has none)
+        self.tags: dict[str, int] = {}
+        i = len(SPECIAL_IDS)
+        while i < self.src.get_piece_size() and (m := TAG.fullmatch(self.src.id_to_piece(i))):
+            self.tags[m[1]] = i
+            i += 1
+        hidden = {PAD_ID, BOS_ID, EOS_ID} | (set(self.tags.values()) if self.joint else set())
+        self._hidden = frozenset(hidden)
 
     @property
     def vocabulary(self) -> tuple[bytes, bytes]:
@@ -137,10 +156,21 @@ class Tokenizer:
     def tgt_vocab_size(self) -> int:
         return self.tgt.get_piece_size()
 
-    def encode_src(self, sentences: list[str]) -> list[list[int]]:
-        """Source ids, each sentence closed by EOS: the one sentence -> ids function that
-        preprocessing and translation both call."""
-        return [ids + [EOS_ID] for ids in self.src.encode(sentences)]
+    def encode_src(self, sentences: list[str], tgt_lang: str | None = None) -> list[list[int]]:
+        """Source ids, each sentence closed by EOS and, for a multilingual vocabulary, opened by
+        the tag of `tgt_lang`: the one sentence -> ids function that preprocessing and
+        translation both call."""
+        prefix = [self.tag_id(tgt_lang)] if self.tags else []
+        return [prefix + ids + [EOS_ID] for ids in self.src.encode(sentences)]
+
+    def tag_id(self, lang: str | None) -> int:
+        """The id of `lang`'s tag in a multilingual vocabulary; an error naming the languages
+        there are when `lang` is none of them."""
+        if lang not in self.tags:
+            known = ", ".join(sorted(self.tags))
+            asked = f"target language {lang!r}" if lang else "no target language"
+            raise NMTError(f"{asked}: this multilingual model writes {known} (give --tgt-lang)")
+        return self.tags[lang]
 
     def sample(
         self, srcs: list[str], tgts: list[str], alpha: float, nbest: int, seeds
@@ -154,7 +184,7 @@ class Tokenizer:
         kw = dict(enable_sampling=True, alpha=alpha, nbest_size=nbest, num_threads=1)
         src = self._seeded(lambda: self.src.encode(srcs, **kw), int(seeds[0]))
         tgt = self._seeded(lambda: self.tgt.encode(tgts, **kw), int(seeds[1]))
-        return [ids + [EOS_ID] for ids in src], tgt
+        return [ids + [EOS_ID] for ids in src], tgt  # the caller adds a tag where there is one
 
     @staticmethod
     def _seeded(encode, seed: int):
@@ -194,4 +224,5 @@ class Tokenizer:
         return [self.tgt.id_to_piece(i) for i in ids]
 
     def decode_tgt(self, ids: list[int]) -> str:
-        return self.tgt.decode([i for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
+        """Text of target ids; special pieces and target-language tags never show."""
+        return self.tgt.decode([i for i in ids if i not in self._hidden])

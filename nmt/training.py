@@ -183,14 +183,18 @@ class ValidData:
     ref_ratios: list[float]  # reference/source length in pieces: the trust flags' range
 
 
-def validation_data(cfg: Config, device, data_dir: str | None = None) -> ValidData | None:
-    """The valid split of `data_dir` (default: the run's) within the model's length limit;
-    None when the data dir has none."""
+def validation_data(
+    cfg: Config, device, data_dir: str | None = None, pair: str | None = None
+) -> ValidData | None:
+    """The valid split of `data_dir` (default: the run's), or of one `pair` of a multilingual
+    data dir, within the model's length limit; None when the data dir has none."""
     data_dir = data_dir or cfg.data.dir
     if not datadir.has_split(data_dir, "valid"):
         return None
     ds = datadir.load_encoded(data_dir, "valid")
-    rows, max_len = ds[:], cfg.model.max_len
+    meta = datadir.read_meta(data_dir)
+    start, end = datadir.pair_rows(meta, "valid").get(pair, (0, len(ds)))
+    rows, max_len = ds[start:end], cfg.model.max_len
     keep = [
         i
         for i, (s, t) in enumerate(zip(rows["src_len"], rows["tgt_len"]))
@@ -203,9 +207,9 @@ def validation_data(cfg: Config, device, data_dir: str | None = None) -> ValidDa
         )
         for b in bucket_batches(*lens, cfg.train.max_tokens)
     ]
-    refs = files.read_text_lines(datadir.raw_text(data_dir, "valid")[1])[: len(rows["src_len"])]
+    refs = files.read_text_lines(datadir.raw_text(data_dir, "valid")[1])[start:end]
     src = [rows["src_ids"][i] for i in keep]
-    tgt_lang = datadir.read_meta(data_dir).get("tgt_lang")
+    tgt_lang = datadir.pair_names(meta)[pair][1] if pair else meta.get("tgt_lang")
     ratios = [(rows["tgt_len"][i] - 1) / max(rows["src_len"][i] - 1, 1) for i in keep]
     return ValidData(batches, src, [refs[i] for i in keep], tgt_lang, ratios)
 
@@ -228,9 +232,19 @@ def validation_scores(model, cfg: Config, valid: ValidData, tokenizer, device) -
         texts = [tokenizer.decode_tgt(h[0].tokens) for h in hyps]
         result["bleu"] = scores.bleu(texts, valid.refs[:n], valid.tgt_lang)
         logprobs = [mean_logprob(h[0], opts) for h in hyps]
-        result["calibration"] = Calibration.from_validation(valid.ref_ratios, logprobs)
+        result["lines"] = (valid.ref_ratios, logprobs)  # for the trust flags' calibration
     model.train()
     return result
+
+
+def _mean(results: list[dict]) -> dict:
+    """Validation results averaged over pairs (the one result of a bilingual data dir)."""
+    if len(results) == 1:
+        return results[0]
+    mean = {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+    if "loss" in mean:
+        mean["ppl"] = math.exp(min(mean["loss"], 50))
+    return mean
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +352,8 @@ class Trainer:
             self.world,
             self._sampling(train_ds),
             self.tokenizer,
+            cfg.train.pair_temperature,
+            self._tags(),
         )
         self.model, self.optimizer, self.scheduler = self._build()
         # the moving average of the weights (train.ema_decay): kept by the rank that validates
@@ -352,7 +368,7 @@ class Trainer:
         if self.main:
             dump_config(cfg, self.run_dir / runlog.CONFIG)
         self.train_model = _wrap_for_training(self.model, cfg.train, self.device, self.world)
-        self.valid = validation_data(cfg, self.device) if self.main else None
+        self.valid = self._validation_sets() if self.main else None
         self.extra = self._extra_valid() if self.main else {}
         self.metric = cfg.train.best_metric if self.valid is not None else "train_loss"
         self.log = runlog.Logger(self.run_dir, self.main, cfg.train.max_steps or None, quiet)
@@ -422,6 +438,13 @@ class Trainer:
             schedule = lr_lambda(cfg, self.cfg.model.d_model)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
 
+    def _validation_sets(self) -> dict[str, ValidData] | None:
+        """The validation split by pair name ({"": split} for a bilingual data dir); None
+        when the data dir has none."""
+        names = list(datadir.pair_rows(self.meta, "valid")) or [None]
+        sets = {name or "": validation_data(self.cfg, self.device, pair=name) for name in names}
+        return None if None in sets.values() else sets
+
     def _extra_valid(self) -> dict[str, ValidData]:
         """train.extra_valid: each data dir's validation split, by a short name (its dir's)."""
         dirs = self.cfg.train.extra_valid
@@ -439,6 +462,12 @@ class Trainer:
                 raise NMTError(f"train.extra_valid: data dir {d} has no valid split")
             extra[name] = valid
         return extra
+
+    def _tags(self) -> list[int] | None:
+        """Each pair's target-language tag id, where the vocabulary has tags."""
+        if not self.tokenizer.tags:
+            return None
+        return [self.tokenizer.tag_id(tgt) for _, tgt in datadir.pairs(self.meta)]
 
     def _check_fresh(self) -> None:
         if self.main and (self.run_dir / checkpoint.LAST).exists():
@@ -635,8 +664,18 @@ class Trainer:
         p.since_valid_loss, p.since_valid_tokens = 0.0, 0
         if self.valid is not None:
             model = self.ema.model if self.ema is not None else self.model
-            result = validation_scores(model, self.cfg, self.valid, self.tokenizer, self.device)
-            self.calibration = result.pop("calibration", self.calibration)
+            per_pair = {
+                name: validation_scores(model, self.cfg, valid, self.tokenizer, self.device)
+                for name, valid in self.valid.items()
+            }
+            lines = [r.pop("lines") for r in per_pair.values() if "lines" in r]
+            if lines:  # the trust flags' thresholds, over every pair's lines
+                ratios, logprobs = (sum((list(x[i]) for x in lines), []) for i in (0, 1))
+                self.calibration = Calibration.from_validation(ratios, logprobs)
+            result = _mean(list(per_pair.values()))
+            if len(per_pair) > 1:  # a multilingual data dir: each pair, then their mean
+                for name, r in per_pair.items():
+                    self.log.extra_valid(p.step, name, r, p.train_seconds / 60)
         if result:
             self.log.valid(p.step, result, p.train_seconds / 60)
             p.history.append({"step": p.step, **result})
@@ -650,7 +689,7 @@ class Trainer:
         model = self.ema.model if self.ema is not None else self.model
         for name, valid in self.extra.items():
             result = validation_scores(model, self.cfg, valid, self.tokenizer, self.device)
-            result.pop("calibration", None)
+            result.pop("lines", None)
             self.log.extra_valid(p.step, name, result, p.train_seconds / 60)
             if "bleu" not in result:
                 continue

@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nmt import languages
 from nmt.config import Config
 from nmt.constraints import Phrases, glue_ids, spaced
 from nmt.errors import NMTError
 from nmt.flags import Calibration, LineFacts, check
 from nmt.search_options import Hypothesis, SearchOptions, mean_logprob
-from nmt.tokenizer import BOS, EOS, PAD, UNK, UNK_ID, Tokenizer
+from nmt.tokenizer import BOS, EOS, PAD, TAG, UNK, UNK_ID, Tokenizer
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's mark of a preceding space
 STREAM_LINES = 5000  # lines read, sorted by length and translated together when streaming
@@ -100,11 +101,12 @@ def word_ids(pieces: list[str], output: bool = False) -> list[int | None]:
     whitespace-separated tokens of the text the pieces spell; None for a piece of whitespace
     alone and for special pieces (<s>, <pad>, </s>). A piece starting with the word boundary
     mark starts a word once it has text. In an `output`, <unk> is decoded as a word of its own
-    (" ⁇ "); in an input it stands for the unknown text where it was."""
+    (" ⁇ "); in an input it stands for the unknown text where it was. A target-language tag
+    (`<2de>`) is no word either."""
     ids: list[int | None] = []
     word, boundary = -1, True
     for piece in pieces:
-        if piece in (BOS, PAD, EOS):
+        if piece in (BOS, PAD, EOS) or TAG.fullmatch(piece):  # no word of the text
             ids.append(None)
             continue
         if piece.startswith(WORD_BOUNDARY):
@@ -185,7 +187,8 @@ class TranslatorBase:
         """
         warn = warn or _warn
         todo = [i for i, s in enumerate(sentences) if s.strip()]
-        ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo])
+        lang = self.target(opts.tgt_lang)
+        ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo], lang)
         for k, seq in enumerate(ids):
             if UNK_ID in seq:
                 spans = " ".join(self.tokenizer.uncovered(sentences[todo[k]].strip()))
@@ -209,6 +212,19 @@ class TranslatorBase:
                 missing = _quoted([required[k][j] for j in hyps[k][0].unmet])
                 warn(LineNote(i, "unmet", f"not met within the length limit: {missing}"))
         return out
+
+    def target(self, lang: str | None) -> str | None:
+        """The language to write: `lang` where given (a multilingual model's tag; a bilingual
+        model accepts its own target language only), else the model's one target language.
+        An error names the model's languages when it has several and none is given."""
+        own = self.tgt_lang
+        if not self.tokenizer.tags:  # a bilingual model: nothing to ask for
+            if lang and own and languages.base(lang) != languages.base(own):
+                raise NMTError(f"--tgt-lang {lang}: this model translates into {own} only")
+            return None
+        if lang is None and own is None:
+            self.tokenizer.tag_id(None)  # the error naming the model's languages
+        return lang or own
 
     def require_constraints(self, opts: SearchOptions) -> None:
         """Refuse constrained search where it cannot run."""
@@ -271,14 +287,18 @@ class TranslatorBase:
         )
 
     def score(
-        self, sources: list[str], targets: list[str], batch_tokens: int = 4000
+        self,
+        sources: list[str],
+        targets: list[str],
+        batch_tokens: int = 4000,
+        tgt_lang: str | None = None,
     ) -> list[Score]:
         """Forced decoding of each (source, target) pair: how likely the model finds the given
         translation. Sources are encoded (and truncated) as for translation; a target over the
         model's length limit is an error naming its line."""
         if len(sources) != len(targets):
             raise NMTError(f"{len(sources)} sources but {len(targets)} targets")
-        src_ids = self.tokenizer.encode_src([s.strip() for s in sources])
+        src_ids = self.tokenizer.encode_src([s.strip() for s in sources], self.target(tgt_lang))
         src_ids = [self._fit(seq) for seq in src_ids]
         tgt_ids = self.tokenizer.encode_tgt([t.strip() for t in targets])
         for i, seq in enumerate(tgt_ids):

@@ -247,7 +247,9 @@ def test_happy_path_arrow_splits(pp_happy):
         assert set(ds.column_names) == {"src_ids", "tgt_ids", "src_len", "tgt_len"} | {
             "src_text",
             "tgt_text",
+            "pair",  # the language pair: 0 in a bilingual data dir
         }
+        assert set(ds["pair"]) == {0}
         for row in ds:
             assert row["src_ids"][-1] == EOS_ID  # source closed by EOS
             assert EOS_ID not in row["tgt_ids"]  # target: the batcher adds BOS/EOS

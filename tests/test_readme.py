@@ -40,6 +40,11 @@ HOW = {
     "nmt preprocess --src de --tgt en --train-prefix ../shared/data/multi30k/train "
     "--valid-prefix ../shared/data/multi30k/val --test-prefix ../shared/data/multi30k/test_2016_flickr "
     "--vocab-size 8000 --out data-bin/multi30k-de-en": RUN,
+    "nmt preprocess --pair en:de --pair en:fr --pair en:cs --train-prefix ../shared/data/multi30k/train "
+    "--valid-prefix ../shared/data/multi30k/val --test-prefix ../shared/data/multi30k/test_2016_flickr "
+    "--vocab-size 10000 --out data-bin/multi30k-multilingual": RUN,
+    # a multilingual model: tests/test_multilingual.py trains one and translates with --tgt-lang
+    "nmt translate -c runs/multi/best.pt --tgt-lang fr input.en": OPTIONS,
     # elided options ("..."), and a hub dataset that needs internet: their options must exist
     "nmt preprocess --src zh --tgt en --train-file train.tsv --src-column chinese "
     "--tgt-column english ...": OPTIONS,
@@ -142,7 +147,7 @@ def sandbox(trained, tmp_path_factory):
     corpus = top / "shared" / "data" / "multi30k"
     corpus.mkdir(parents=True)
     for split, n in (("train", 3000), ("val", 20), ("test_2016_flickr", 20)):
-        for lang in ("de", "en"):  # rich enough for the README's 8000-piece vocabulary
+        for lang in ("de", "en", "fr", "cs"):  # rich enough for the README's vocabularies
             (corpus / f"{split}.{lang}").write_text("".join(line() for _ in range(n)))
     (proj / "recipes").symlink_to(ROOT / "recipes")
     from nmt import checkpoint
