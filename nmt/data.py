@@ -617,14 +617,7 @@ def _train_sentencepiece(clean: Path, keep, n_pairs: int, opts, coverage, work, 
         pick = rows[pick]
     elif pick is None:
         pick = rows if rows is not None else np.arange(n_pairs)
-    kw = dict(
-        vocab_size=opts.vocab_size,
-        model_type=opts.model_type,
-        character_coverage=coverage,
-        byte_fallback=opts.byte_fallback,
-        input_sentence_size=opts.input_sentence_size,
-        num_threads=max(2, opts.num_proc),
-    )
+    kw = _spm_options(opts, coverage)
     sides = [("joint", ["src", "tgt"])] if opts.joint else [("src", ["src"]), ("tgt", ["tgt"])]
     protos = []
     for side, columns in sides:
@@ -639,6 +632,18 @@ def _train_sentencepiece(clean: Path, keep, n_pairs: int, opts, coverage, work, 
             f"sampled from {n_pairs:,} pairs"
         )
     return (protos[0], None) if opts.joint else tuple(protos)
+
+
+def _spm_options(opts: PreprocessOptions, coverage: float) -> dict:
+    """The options of `train_sentencepiece` that `opts` set."""
+    return dict(
+        vocab_size=opts.vocab_size,
+        model_type=opts.model_type,
+        character_coverage=coverage,
+        byte_fallback=opts.byte_fallback,
+        input_sentence_size=opts.input_sentence_size,
+        num_threads=max(2, opts.num_proc),
+    )
 
 
 def _train_multilingual_sentencepiece(cleaned, opts, coverage, work, log):
@@ -666,18 +671,8 @@ def _train_multilingual_sentencepiece(cleaned, opts, coverage, work, log):
     tags = tuple(dict.fromkeys(tag(p.tgt) for p in opts.pairs)) if opts.tagged else ()
     sentences = (x for clean, rows, column in parts for x in sample_rows(clean, rows, [column]))
     what = f"the joint vocabulary of {', '.join(sides)}"
-    train_sentencepiece(
-        _counted(sentences, stage),
-        path,
-        vocab_size=opts.vocab_size,
-        model_type=opts.model_type,
-        character_coverage=coverage,
-        byte_fallback=opts.byte_fallback,
-        input_sentence_size=opts.input_sentence_size,
-        num_threads=max(2, opts.num_proc),
-        what=what,
-        user_symbols=tags,
-    )
+    kw = _spm_options(opts, coverage)
+    train_sentencepiece(_counted(sentences, stage), path, what=what, user_symbols=tags, **kw)
     counts = ", ".join(f"{lang} {n:,}" for lang, n in per_language.items())
     stage.done(f": {what}, {opts.vocab_size} pieces, sentences per language: {counts}")
     return path.read_bytes(), None

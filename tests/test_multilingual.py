@@ -13,7 +13,7 @@ from nmt.data import Pair, PreprocessOptions, Source, preprocess
 from nmt.datadir import load_encoded, load_tokenizer, pair_rows, read_meta
 from nmt.errors import NMTError
 from nmt.runtimes import open_translator
-from tests.conftest import nmt, one_line_error, reverse_pairs, write_parallel
+from tests.conftest import nmt, one_line_error, reverse_pairs, small_transformer, write_parallel
 
 # two "languages" written from one source: cp copies it, rv reverses its words
 TASKS = {"cp": lambda s: s, "rv": lambda s: " ".join(reversed(s.split()))}
@@ -45,12 +45,7 @@ def multi(tmp_path_factory):
         "--vocab-size", "40", "-o", data,
     )  # fmt: skip
     cfg = tmp / "cfg.yaml"
-    cfg.write_text(
-        f"data:\n  dir: {data}\n"
-        "model:\n  backend: transformer\n  d_model: 64\n  d_ff: 128\n  encoder_layers: 2\n"
-        "  decoder_layers: 2\n  dropout: 0.0\n  attention_dropout: 0.0\n  max_len: 40\n"
-        "train:\n  max_tokens: 1500\n  lr: 3e-3\n  warmup: 50\n  max_steps: 500\n  valid_every: 250\n"
-    )
+    cfg.write_text(small_transformer(data))
     nmt("train", cfg, "-o", tmp / "run", "train.log_every=50")
     return tmp
 
