@@ -190,3 +190,30 @@ def test_a_bilingual_model_takes_its_own_target_only(tiny_checkpoint):
     )
     with pytest.raises(NMTError, match="translates into tgt only"):
         translator.translate(["red cat"], beam=1, tgt_lang="fr")
+
+
+def test_average_and_specialising_to_one_pair(multi, tmp_path):
+    """Averaged multilingual checkpoints still take --tgt-lang; fine-tuned on en->rv alone (its
+    data encoded with the multilingual vocabulary), the model needs no --tgt-lang any more."""
+    run = multi / "run"
+    nmt("average", "--run-dir", run, "-n", "2", "-o", tmp_path / "avg.pt")
+    srcs = (multi / "raw" / "test.en").read_text().splitlines()[:5]
+    avg = open_translator(tmp_path / "avg.pt")
+    assert avg.translate(srcs, beam=1, tgt_lang="cp") != avg.translate(srcs, beam=1, tgt_lang="rv")
+    raw = multi / "raw"
+    nmt(
+        "preprocess", "--src", "en", "--tgt", "rv", "--train-prefix", raw / "train",
+        "--valid-prefix", raw / "valid", "--spm-model", multi / "data", "-o", tmp_path / "rv",
+    )  # fmt: skip
+    assert (
+        load_encoded(tmp_path / "rv", "train")[0]["src_ids"][0]
+        == load_tokenizer(multi / "data").tags["rv"]
+    )
+    nmt(
+        "train", multi / "cfg.yaml", "--init-from", run / "best.pt", "-o", tmp_path / "ft",
+        f"data.dir={tmp_path / 'rv'}", "train.max_steps=20", "train.valid_every=20",
+        f"train.extra_valid=[{multi / 'data'}]",
+    )  # fmt: skip
+    tuned = open_translator(tmp_path / "ft" / "best.pt")
+    assert tuned.translate(srcs, beam=1) == tuned.translate(srcs, beam=1, tgt_lang="rv")
+    assert "validation of data at step 20" in (tmp_path / "ft" / "train.log").read_text()

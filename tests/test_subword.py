@@ -55,11 +55,15 @@ def test_segmentations_change_across_epochs_and_decode_to_the_same_text(sampled)
     texts = ds[idx.tolist()]
     decoded = [(tok.src.decode(s[:-1]), tok.decode_tgt(t)) for s, t in first]
     assert sorted(decoded) == sorted(zip(texts["src_text"], texts["tgt_text"]))
-    stored = {tok.src.decode(s[:-1]): s for s in texts["src_ids"]}
-    assert sum(stored[text] != s for (text, _), (s, _) in zip(decoded, first)) > len(first) // 4
+    stored = dict(
+        zip(zip(texts["src_text"], texts["tgt_text"]), zip(texts["src_ids"], texts["tgt_ids"]))
+    )
     later, _ = read_window(batches, 1, len(batches.epoch(1)))  # the whole next epoch
-    seen = {tok.src.decode(s[:-1]): s for s, _ in later}
-    assert sum(seen[text] != s for (text, _), (s, _) in zip(decoded, first)) > len(first) // 4
+    seen = {(tok.src.decode(s[:-1]), tok.decode_tgt(t)): (s, t) for s, t in later}
+    for side in (0, 1):  # both sides differ from the stored ids and from the next epoch's draws
+        for other in (stored, seen):
+            differ = sum(other[text][side] != ids[side] for text, ids in zip(decoded, first))
+            assert differ > len(first) // 4
 
 
 def test_sampled_batches_are_recut_on_their_sampled_lengths():
