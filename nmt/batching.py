@@ -84,22 +84,25 @@ class Sampling:
 
 class PairSampling:
     """Temperature sampling of a multilingual corpus's pairs (Arivazhagan et al. 2019): each
-    epoch draws as many rows as the corpus has, pair p's share ~ n_p^(1/T). A pair drawn more
-    often than it has rows repeats all of them first; the rest are drawn without replacement."""
+    epoch draws as many rows as the corpus has, pair p's share ~ w_p n_p^(1/T) (weights w from
+    `--data-spec`, 1 by default). A pair drawn more often than it has rows repeats all of them
+    first; the rest are drawn without replacement."""
 
-    def __init__(self, pair: np.ndarray, temperature: float):
+    def __init__(self, pair: np.ndarray, temperature: float, weights: list[float] | None = None):
         counts = np.bincount(pair)
         self.rows = [np.flatnonzero(pair == p).astype(np.int64) for p in range(len(counts))]
         share = counts.astype(np.float64) ** (1.0 / temperature)
+        if weights is not None:
+            share = share * np.asarray(weights[: len(counts)], dtype=np.float64)
         self.draws = np.round(share / share.sum() * len(pair)).astype(np.int64)
 
     @classmethod
-    def of(cls, ds, temperature: float) -> PairSampling | None:
+    def of(cls, ds, temperature: float, weights=None) -> PairSampling | None:
         """For a split with several pairs; None for a bilingual one."""
         if "pair" not in getattr(ds, "column_names", ds):  # a dataset, or a dict of columns
             return None
         pair = read_lengths(ds, "pair")
-        return cls(pair, temperature) if len(pair) and pair.max() > 0 else None
+        return cls(pair, temperature, weights) if len(pair) and pair.max() > 0 else None
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         parts = []
@@ -137,11 +140,12 @@ class TrainBatches:
         tokenizer=None,
         pair_temperature: float = 1.0,
         tags: list[int] | None = None,
+        pair_weights: list[float] | None = None,
     ):
         self.ds = ds
         self.src_len = read_lengths(ds, "src_len")
         self.tgt_len = read_lengths(ds, "tgt_len")
-        self.pairs = PairSampling.of(ds, pair_temperature)
+        self.pairs = PairSampling.of(ds, pair_temperature, pair_weights)
         # sampled sources start with their pair's target-language tag (multilingual vocabulary)
         self.tags = None if not tags else (np.asarray(tags), read_lengths(ds, "pair"))
         self.max_tokens, self.seed, self.rank, self.world = max_tokens, seed, rank, world

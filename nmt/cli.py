@@ -96,6 +96,12 @@ def preprocess(
         "data dir (each prefix read as PREFIX.SRC and PREFIX.TGT per pair; target-language "
         "tags where there are several targets).",
     ),
+    data_spec: Path | None = typer.Option(
+        None,
+        help="YAML listing the pairs, each with its own files and weight (pairs: - pair: "
+        "SRC:TGT, train: PREFIX, valid: PREFIX, test: PREFIX, weight: 1), instead of "
+        "--pair and the prefixes.",
+    ),
     train_prefix: str | None = typer.Option(None, help="Plain files PREFIX.{src,tgt}[.gz]."),
     valid_prefix: str | None = typer.Option(None, help="Validation PREFIX.{src,tgt}[.gz]."),
     test_prefix: str | None = typer.Option(None, help="Test PREFIX.{src,tgt}[.gz]."),
@@ -141,7 +147,7 @@ def preprocess(
     force: bool = typer.Option(False, help="Overwrite an existing data dir."),
 ) -> None:
     """Clean parallel data, train SentencePiece and write an encoded data dir."""
-    from nmt.data import CorpusInputs, Pair, PreprocessOptions, preprocess
+    from nmt.data import CorpusInputs, Pair, PreprocessOptions, preprocess, read_data_spec
 
     inputs = CorpusInputs(
         train_prefix=train_prefix,
@@ -168,11 +174,20 @@ def preprocess(
     if spm_model is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise NMTError(f"{flags}: options of a new SentencePiece model, not of --spm-model")
-    pairs = _language_pairs(src, tgt, pair)
-    if len(pairs) > 1 and (src_column or tgt_column):
-        raise NMTError("--src-column/--tgt-column name one pair's columns: not with several --pair")
-    multi = tuple(Pair(a, b, inputs.sources(a, b)) for a, b in pairs) if len(pairs) > 1 else ()
-    (src, tgt), one = pairs[0], not multi
+    if data_spec is not None:
+        given_inputs = [k for k, v in dataclasses.asdict(inputs).items() if v is not None]
+        if src or tgt or pair or given_inputs:
+            raise NMTError("--data-spec lists the pairs and their files: leave out the others")
+        multi = read_data_spec(data_spec)
+        (src, tgt), one = (multi[0].src, multi[0].tgt), False
+    else:
+        pairs = _language_pairs(src, tgt, pair)
+        if len(pairs) > 1 and (src_column or tgt_column):
+            raise NMTError(
+                "--src-column/--tgt-column name one pair's columns: not with several --pair"
+            )
+        multi = tuple(Pair(a, b, inputs.sources(a, b)) for a, b in pairs) if len(pairs) > 1 else ()
+        (src, tgt), one = pairs[0], not multi
     opts = PreprocessOptions(
         src_lang=src if one else "",
         tgt_lang=tgt if one else "",

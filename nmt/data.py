@@ -126,10 +126,55 @@ class Pair:
     src: str
     tgt: str
     sources: dict[str, Source]
+    weight: float = 1.0  # its share of training draws, times this (`train.pair_temperature`)
 
     @property
     def name(self) -> str:
         return f"{self.src}-{self.tgt}"
+
+
+SPEC_KEYS = ("pair", "train", "valid", "test", "weight")
+
+
+def read_data_spec(path: Path) -> tuple[Pair, ...]:
+    """The pairs of a `--data-spec` YAML file: a list under `pairs:`, each with `pair: SRC:TGT`,
+    a `train` file prefix (PREFIX.SRC, PREFIX.TGT), optional `valid` and `test` prefixes and a
+    `weight`. Relative prefixes are read from the file's folder."""
+    import yaml
+
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise NMTError(f"--data-spec {path}: {str(e).splitlines()[0]}") from None
+    entries = spec.get("pairs") if isinstance(spec, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise NMTError(f"--data-spec {path}: expected a list of pairs under `pairs:`")
+    return tuple(_spec_pair(entry, path, n) for n, entry in enumerate(entries, 1))
+
+
+def _spec_pair(entry, path: Path, n: int) -> Pair:
+    where = f"--data-spec {path}, pair {n}"
+    if not isinstance(entry, dict) or "pair" not in entry or "train" not in entry:
+        raise NMTError(f"{where}: needs `pair: SRC:TGT` and `train: PREFIX`")
+    unknown = [k for k in entry if k not in SPEC_KEYS]
+    if unknown:
+        raise NMTError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(SPEC_KEYS)}")
+    src, sep, tgt = str(entry["pair"]).partition(":")
+    if not sep or not src.strip() or not tgt.strip():
+        raise NMTError(f"{where}: pair {entry['pair']!r} must look like SRC:TGT")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        raise NMTError(f"{where}: weight must be a number > 0, got {weight!r}")
+    src, tgt = src.strip(), tgt.strip()
+    sources = {}
+    for split in datadir.SPLITS:
+        if entry.get(split) is not None:
+            prefix = path.parent / str(entry[split])  # an absolute prefix stays as it is
+            sources[split] = Source(
+                "plain", (str(find_plain(prefix, src)), str(find_plain(prefix, tgt)))
+            )
+    return Pair(src, tgt, sources, float(weight))
 
 
 @dataclass(frozen=True)
@@ -383,7 +428,7 @@ def fingerprint(opts: PreprocessOptions) -> str:
     for pair in opts.all_pairs():
         for split, source in sorted(pair.sources.items()):
             files = [_file_stamp(p) if os.path.exists(p) else [p] for p in source.paths]
-            stamps.append([pair.name, split, asdict(source), files] if opts.pairs else
+            stamps.append([pair.name, pair.weight, split, asdict(source), files] if opts.pairs else
                           [split, asdict(source), files])  # fmt: skip
     body = {k: v for k, v in asdict(opts).items() if k not in ("sources", "num_proc", "pairs")}
     body = {k: v for k, v in body.items() if k != "spm_model" or v}  # as before the option
@@ -493,6 +538,7 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
             {
                 "src": p.src,
                 "tgt": p.tgt,
+                "weight": p.weight,
                 "counts": c,
                 "sources": {k: asdict(v) for k, v in p.sources.items()},
             }

@@ -161,6 +161,11 @@ def pairs(meta: dict) -> list[tuple[str | None, str | None]]:
     return [(meta.get("src_lang"), meta.get("tgt_lang"))]
 
 
+def pair_weights(meta: dict) -> list[float]:
+    """Each pair's sampling weight (`--data-spec`), in the order of the `pair` column."""
+    return [float(p.get("weight", 1.0)) for p in meta.get("pairs", [{}])]
+
+
 def pair_names(meta: dict) -> dict[str, tuple[str | None, str | None]]:
     """Each pair's (source, target) languages by its name ("en-de")."""
     return {f"{a}-{b}": (a, b) for a, b in pairs(meta)}

@@ -354,6 +354,7 @@ class Trainer:
             self.tokenizer,
             cfg.train.pair_temperature,
             self._tags(),
+            datadir.pair_weights(self.meta),
         )
         self.model, self.optimizer, self.scheduler = self._build()
         # the moving average of the weights (train.ema_decay): kept by the rank that validates

@@ -217,3 +217,39 @@ def test_average_and_specialising_to_one_pair(multi, tmp_path):
     tuned = open_translator(tmp_path / "ft" / "best.pt")
     assert tuned.translate(srcs, beam=1) == tuned.translate(srcs, beam=1, tgt_lang="rv")
     assert "validation of data at step 20" in (tmp_path / "ft" / "train.log").read_text()
+
+
+def test_a_data_spec_gives_each_pair_its_files_and_weight(tmp_path):
+    write_parallel(tmp_path / "c", "big", reverse_pairs(400, 1), "en", "cp")
+    small = write_parallel(tmp_path / "c", "small", reverse_pairs(100, 2), "en", "rv")
+    spec = tmp_path / "c" / "spec.yaml"
+    spec.write_text(
+        "pairs:\n"
+        "  - {pair: 'en:cp', train: big}\n"  # relative to the spec's folder
+        f"  - {{pair: 'en:rv', train: {small}, valid: small, weight: 4}}\n"
+    )
+    nmt("preprocess", "--data-spec", spec, "--vocab-size", "40", "-o", tmp_path / "d")
+    meta = read_meta(tmp_path / "d")
+    assert [(p["src"], p["tgt"], p["weight"]) for p in meta["pairs"]] == [
+        ("en", "cp", 1.0),
+        ("en", "rv", 4.0),
+    ]
+    assert list(pair_rows(meta, "valid")) == ["en-rv"]
+    ds = load_encoded(tmp_path / "d", "train")
+    sampling = PairSampling.of(ds, 1.0, [1.0, 4.0])
+    assert list(sampling.draws) == [250, 250]  # 400 x 1 : 100 x 4
+    bad = tmp_path / "c" / "bad.yaml"
+    for text, needle in (
+        ("pairs:\n  - {pair: 'en:cp', train: big, wieght: 2}\n", "unknown key 'wieght'"),
+        ("pairs:\n  - {pair: 'en:cp', train: nowhere}\n", "nowhere.en"),
+        ("pairs:\n  - {pair: 'en:cp', train: big, weight: 0}\n", "weight must be"),
+        ("pairs: []\n", "a list of pairs"),
+    ):
+        bad.write_text(text)
+        res = nmt("preprocess", "--data-spec", bad, "-o", tmp_path / "x", check=False)
+        one_line_error(res, needle)
+    res = nmt(
+        "preprocess", "--data-spec", spec, "--pair", "en:cp", "-o", tmp_path / "x", check=False
+    )
+    one_line_error(res, "leave out the others")
+    assert not (tmp_path / "x").exists()
