@@ -125,6 +125,8 @@ def test_translate_and_evaluate_by_target_language(multi, tmp_path):
     assert "en-cp" not in one.stdout
     rv = json.loads((tmp_path / "rv.json").read_text())["pairs"]["en-rv"]
     assert rv["bleu"] == scores["pairs"]["en-rv"]["bleu"]
+    res = nmt("evaluate", "-c", ckpt, "--tgt-lang", "de", check=False)
+    one_line_error(res, "targets are cp, rv")
 
 
 def test_pair_sampling_follows_the_temperature():
