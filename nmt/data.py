@@ -478,13 +478,15 @@ def preprocess(opts: PreprocessOptions, out_dir: Path, force: bool = False, log=
 def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
     cache = work / ".cache"
     pairs = opts.all_pairs()
+    reused = read_spm_model(Path(opts.spm_model)) if opts.spm_model else None
+    if reused is not None:
+        _check_tags(Tokenizer(*reused[0]), opts)
     stage = Stage("read", None, log)
     inputs = [
         {s: load_split(src, cache, stage.update) for s, src in p.sources.items()} for p in pairs
     ]
     stage.done(" (" + "; ".join(_sizes(p, inp, opts) for p, inp in zip(pairs, inputs)) + ")")
     big = sum(inp["train"].n for inp in inputs) >= PARALLEL_MIN_PAIRS
-    reused = read_spm_model(Path(opts.spm_model)) if opts.spm_model else None
     langs = [lang for p in pairs for lang in (p.src, p.tgt)]
     coverage = opts.character_coverage or default_character_coverage(*langs)
     with Workers(opts.num_proc if big else 1) as workers:
@@ -565,6 +567,17 @@ def _build(opts: PreprocessOptions, work: Path, fp: str, log) -> dict:
         for line in coverage_report(datadir.coverage(counts["train"]), reused[1], opts.spm_model):
             log(line)
     return meta
+
+
+def _check_tags(tok: Tokenizer, opts: PreprocessOptions) -> None:
+    """A reused vocabulary for several targets must have their tags (else the model could
+    not tell them apart)."""
+    missing = [p.tgt for p in opts.all_pairs() if p.tgt not in tok.tags]
+    if opts.tagged and missing:
+        raise NMTError(
+            f"--spm-model {opts.spm_model}: no target-language tag for {', '.join(missing)} "
+            "in its vocabulary; several targets need one each (a multilingual model's)"
+        )
 
 
 def _of(pair: Pair, opts: PreprocessOptions) -> str:

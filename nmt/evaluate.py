@@ -98,7 +98,8 @@ def evaluate(
         result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
             raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
-        best = _translate(translator, srcs, replace(decode, tgt_lang=inputs.tgt_lang), result)
+        lang = tgt_lang if translator.tokenizer.tags else None  # a multilingual model's target
+        best = _translate(translator, srcs, replace(decode, tgt_lang=lang), result)
         hyps = [t.text for t in best]
         flags = [t.flags for t in best]
         result["trust_flags"] = summary(flags, hyps, refs, lambda h, r: bleu(h, r, tgt_lang))

@@ -10,6 +10,7 @@ and a manifest (`nmt.ct2.write_manifest`) that `nmt translate -c DIR` reads; see
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -238,9 +239,10 @@ def _valid_sample(state, valid: tuple[Path, Path] | None):
         raise NMTError(f"--valid: {len(srcs)} source lines but {len(refs)} reference lines")
     langs = langs or [None] * len(srcs)
     keep = [i for i, s in enumerate(srcs) if s.strip()]
-    if len(set(langs)) > 1:  # every pair in the sample: its lines in turns
+    if len(set(langs)) > 1:  # every pair in the sample: its lines in turns, then cut
         by_lang = [[i for i in keep if langs[i] == lang] for lang in dict.fromkeys(langs)]
-        keep = sorted(i for group in zip(*by_lang) for i in group)
+        turns = itertools.zip_longest(*by_lang)
+        keep = sorted([i for turn in turns for i in turn if i is not None][: PARITY_LINES[1]])
     keep = keep[: PARITY_LINES[1]]
     if not keep:
         return None

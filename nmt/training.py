@@ -195,10 +195,12 @@ def validation_data(
     meta = datadir.read_meta(data_dir)
     start, end = datadir.pair_rows(meta, "valid").get(pair, (0, len(ds)))
     rows, max_len = ds[start:end], cfg.model.max_len
+    texts = rows.get("src_text")  # a blank source is EOS alone, or a tag and EOS
+    blank = [not x.strip() for x in texts] if texts else [s <= 1 for s in rows["src_len"]]
     keep = [
         i
         for i, (s, t) in enumerate(zip(rows["src_len"], rows["tgt_len"]))
-        if 1 < s <= max_len and t <= max_len
+        if not blank[i] and s <= max_len and t <= max_len
     ]
     lens = np.asarray(rows["src_len"])[keep], np.asarray(rows["tgt_len"])[keep]
     batches = [
@@ -241,7 +243,8 @@ def _mean(results: list[dict]) -> dict:
     """Validation results averaged over pairs (the one result of a bilingual data dir)."""
     if len(results) == 1:
         return results[0]
-    mean = {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+    keys = [k for k in results[0] if all(k in r for r in results)]  # BLEU needs lines left
+    mean = {k: sum(r[k] for r in results) / len(results) for k in keys}
     if "loss" in mean:
         mean["ppl"] = math.exp(min(mean["loss"], 50))
     return mean

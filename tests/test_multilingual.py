@@ -139,13 +139,17 @@ def test_pair_sampling_follows_the_temperature():
         assert len(np.unique(rows[pair[rows] == 0])) == min(900, expected[0])  # no repeats
 
 
-def test_preprocess_refuses_bad_pairs(tmp_path):
+def test_preprocess_refuses_bad_pairs(tmp_path, toy_data_dir):
     prefix = write_multiway(tmp_path / "raw", "train", 20, 1)
     for args, needle in (
         (["--pair", "en:cp", "--pair", "en:cp"], "listed twice"),
         (["--pair", "en-cp"], "SRC:TGT"),
         (["--pair", "en:cp", "--src", "en"], "not both"),
         (["--pair", "en:xx", "--pair", "en:cp"], "train.xx"),
+        (
+            ["--pair", "en:cp", "--pair", "en:rv", "--spm-model", toy_data_dir],
+            "no target-language tag",
+        ),
     ):
         res = nmt("preprocess", *args, "--train-prefix", prefix, "-o", tmp_path / "d", check=False)
         one_line_error(res, needle)
