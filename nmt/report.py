@@ -217,10 +217,12 @@ def plot_curves(runs: list[Run], path: Path) -> bool:
             pts, color = [(v[x], v[metric]) for v in r.valid if metric in v], None
             if pts:
                 color = ax.plot(*zip(*pts), marker=".", label=r.label)[0].get_color()
-            for name, rows in r.extra.items():  # train.extra_valid: dashed, in the run's colour
+            # each pair of a multilingual run, and train.extra_valid: in the run's colour
+            for j, (name, rows) in enumerate(r.extra.items()):
                 pts = [(v[x], v[metric]) for v in rows if metric in v and x in v]
+                style = ("--", ":", "-.")[j % 3]
                 if pts:
-                    ax.plot(*zip(*pts), "--", marker=".", color=color, label=f"{r.label}: {name}")
+                    ax.plot(*zip(*pts), style, marker=".", color=color, label=f"{r.label}: {name}")
         ax.set_xlabel("training minutes" if x == "minutes" else "steps")
         ax.set_ylabel(f"validation {'BLEU' if metric == 'bleu' else 'loss'}")
         ax.grid(alpha=0.3)
