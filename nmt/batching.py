@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -361,9 +362,28 @@ class MappedPages:
             self.madvise(lo, n, self.advice)
 
 
-def _pad_flat(src_vals, src_lens, tgt_vals, tgt_lens):
-    """src (B, S), tgt_in = BOS + y (B, T), tgt_out = y + EOS (B, T), padded with PAD, from
-    flat ids and lengths: every batch, training or decoding, is padded here."""
+class Batch(NamedTuple):
+    """One padded batch: src (B, S), tgt_in = BOS + y (B, T), tgt_out = y + EOS (B, T), and the
+    sources' lengths (B,) on the host. The lengths stay a numpy array wherever the tensors go
+    (DDP would move a tensor argument to the GPU): the model learns from them how the batch is
+    padded without reading anything back from the device."""
+
+    src: torch.Tensor
+    tgt_in: torch.Tensor
+    tgt_out: torch.Tensor
+    src_lengths: np.ndarray
+
+    def to(self, device, non_blocking: bool = False) -> Batch:
+        move = [t.to(device, non_blocking=non_blocking) for t in self[:3]]
+        return Batch(*move, self.src_lengths)
+
+    def pin_memory(self) -> Batch:
+        return Batch(*(t.pin_memory() for t in self[:3]), self.src_lengths)
+
+
+def _pad_flat(src_vals, src_lens, tgt_vals, tgt_lens) -> Batch:
+    """The `Batch` of flat ids and lengths, padded with PAD: every batch, training or
+    decoding, is padded here."""
     B = len(src_lens)
     T = int(tgt_lens.max()) + 1 if B else 1
     src = _scatter(src_vals, src_lens, int(src_lens.max()) if B else 0)
@@ -371,7 +391,7 @@ def _pad_flat(src_vals, src_lens, tgt_vals, tgt_lens):
     tgt_in[:, 0] = BOS_ID
     tgt_out = _scatter(tgt_vals, tgt_lens, T)
     tgt_out[np.arange(B), tgt_lens] = EOS_ID
-    return tuple(torch.from_numpy(a) for a in (src, tgt_in, tgt_out))
+    return Batch(*(torch.from_numpy(a) for a in (src, tgt_in, tgt_out)), np.asarray(src_lens))
 
 
 def _scatter(vals: np.ndarray, lens: np.ndarray, width: int, offset: int = 0) -> np.ndarray:
@@ -425,7 +445,7 @@ class Prefetcher:
             try:
                 parts, n_tokens = batches.read(self.schedule[i], (self.epoch, i))
                 if self.pin:
-                    parts = [tuple(t.pin_memory() for t in part) for part in parts]
+                    parts = [part.pin_memory() for part in parts]
                 item = (parts, n_tokens)
             except BaseException as e:  # handed to the consumer, raised there
                 item = e
@@ -450,7 +470,7 @@ class Prefetcher:
             raise RuntimeError(f"prefetcher out of order: batch {i}, expected {self.next_index}")
         self.next_index += 1
         parts, n_tokens = item
-        device = [tuple(t.to(self.device, non_blocking=self.pin) for t in p) for p in parts]
+        device = [p.to(self.device, non_blocking=self.pin) for p in parts]
         return device, n_tokens
 
     def close(self) -> float:
@@ -466,6 +486,7 @@ def pad(seqs, device) -> torch.Tensor:
     return torch.from_numpy(_scatter(vals, lens, int(lens.max()))).to(device)
 
 
-def collate(src_ids: list[list[int]], tgt_ids: list[list[int]], device):
-    """src (B, S), tgt_in = BOS + y (B, T), tgt_out = y + EOS (B, T), padded with PAD."""
-    return tuple(t.to(device) for t in _pad_flat(*_flat(src_ids), *_flat(tgt_ids)))
+def collate(src_ids: list[list[int]], tgt_ids: list[list[int]], device) -> Batch:
+    """The `Batch` of these id lists on `device`: src (B, S), tgt_in = BOS + y (B, T),
+    tgt_out = y + EOS (B, T), padded with PAD; the lengths stay on the host."""
+    return _pad_flat(*_flat(src_ids), *_flat(tgt_ids)).to(device)

@@ -77,7 +77,9 @@ def score_corpus(
     src_lens = [len(s) for s in src_ids]
     tgt_lens = [len(t) + 1 for t in tgt_ids]
     for idx in bucket_batches(src_lens, tgt_lens, budget):
-        src, tgt_in, tgt_out = collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], device)
+        src, tgt_in, tgt_out, _ = collate(
+            [src_ids[i] for i in idx], [tgt_ids[i] for i in idx], device
+        )
         logp = model(src, tgt_in).float().log_softmax(-1)
         gold = logp.gather(-1, tgt_out[..., None]).squeeze(-1)
         sums = gold.masked_fill(tgt_out == PAD_ID, 0.0).sum(-1).tolist()

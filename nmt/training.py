@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nmt import checkpoint, datadir, files, runlog, scores
-from nmt.batching import Prefetcher, Sampling, TrainBatches, bucket_batches, collate
+from nmt.batching import Batch, Prefetcher, Sampling, TrainBatches, bucket_batches, collate
 from nmt.config import RESUME_FIXED, Config, dump_config
 from nmt.ema import EMA
 from nmt.errors import Interrupted, NMTError
@@ -34,8 +34,6 @@ from nmt.search import decode_corpus
 from nmt.search_options import SearchOptions, mean_logprob
 from nmt.signals import StopRequest
 from nmt.tokenizer import PAD_ID
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # src (B, S), tgt_in, tgt_out (B, T)
 
 
 @dataclass
@@ -222,10 +220,10 @@ def validation_scores(model, cfg: Config, valid: ValidData, tokenizer, device) -
     tokenized for the data's target language."""
     model.eval()
     total, n_tok = 0.0, 0
-    for src, tgt_in, tgt_out in valid.batches:
-        total += model(src, tgt_in, tgt_out).item()  # summed cross-entropy, no smoothing
-        n_tok += int((tgt_out != PAD_ID).sum())
-    result = {"loss": total / max(n_tok, 1)}
+    for b in valid.batches:  # summed cross-entropy, no smoothing; read back once
+        total += model(b.src, b.tgt_in, b.tgt_out, src_lengths=b.src_lengths)
+        n_tok += (b.tgt_out != PAD_ID).sum()
+    result = {"loss": float(total) / max(int(n_tok), 1)}
     result["ppl"] = math.exp(min(result["loss"], 50))
     if cfg.train.valid_bleu and valid.src:
         n = cfg.train.valid_max_sentences or len(valid.src)
@@ -283,18 +281,20 @@ def backward_group(
     scaler=None,
 ) -> float:
     """Forward and backward over the batches of one update, each loss divided by the target
-    tokens of the whole group (`n_tokens`): the gradient of one batch holding them all. Under
-    DDP that holds per rank: gradients are all-reduced (averaged over ranks) once, after the
-    last batch. Returns the summed loss."""
-    loss_sum = 0.0
+    tokens of the whole group (`n_tokens`, counted on the host): the gradient of one batch
+    holding them all. Under DDP that holds per rank: gradients are all-reduced (averaged over
+    ranks) once, after the last batch. Returns the summed loss as a tensor on the device: nothing
+    here waits for the device."""
+    loss_sum = None
     no_sync = getattr(model, "no_sync", None)
-    for k, (src, tgt_in, tgt_out) in enumerate(group):
+    for k, b in enumerate(group):
         last = k == len(group) - 1
         with no_sync() if not last and no_sync else nullcontext(), autocast():
-            loss = model(src, tgt_in, tgt_out, label_smoothing)
+            loss = model(b.src, b.tgt_in, b.tgt_out, label_smoothing, b.src_lengths)
         scaled = loss / max(n_tokens, 1)
         (scaler.scale(scaled) if scaler else scaled).backward()
-        loss_sum += loss.item()
+        loss = loss.detach().float()
+        loss_sum = loss if loss_sum is None else loss_sum + loss
     return loss_sum
 
 
@@ -379,7 +379,8 @@ class Trainer:
         self.autocast = _autocast(cfg.train.precision, self.device)
         self.scaler = _grad_scaler(cfg.train.precision, self.device)
         self.interrupt = StopRequest()
-        self.losses: list[tuple[int, float]] = []
+        self.losses: list[tuple[int, float]] = []  # (step, loss per target token), every step
+        self.pending: list[tuple[int, torch.Tensor, int]] = []  # on the device until read
         self.window = _Window()
         self.data_wait, self.trained_before = 0.0, self.progress.train_seconds
         self._announce(resumed=state is not None)
@@ -580,8 +581,9 @@ class Trainer:
         finally:
             self.data_wait += loader.close()
 
-    def step(self, group: list[Batch], n_tokens: int) -> tuple[float, int]:
-        """One optimizer update over `accum` batches; returns (summed loss, target tokens)."""
+    def step(self, group: list[Batch], n_tokens: int) -> tuple[torch.Tensor, int]:
+        """One optimizer update over `accum` batches; returns (summed loss on the device,
+        target tokens)."""
         loss_sum = backward_group(
             self.train_model,
             group,
@@ -609,16 +611,14 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, self.progress.step)
 
-    def after_step(self, loss_sum: float, n_tok: int, n_batches: int) -> str | None:
-        """Count the update, log it, validate and save when due; a stop reason or None."""
+    def after_step(self, loss_sum: torch.Tensor, n_tok: int, n_batches: int) -> str | None:
+        """Count the update, log it, validate and save when due; a stop reason or None. The
+        step's loss stays on the device until a log line, a validation or the end reads the
+        buffered losses back at once."""
         p, cfg = self.progress, self.cfg.train
         p.batch += n_batches
         p.step += 1
-        self.losses.append((p.step, loss_sum / max(n_tok, 1)))
-        self.window.loss += loss_sum
-        self.window.tokens += n_tok
-        p.since_valid_loss += loss_sum
-        p.since_valid_tokens += n_tok
+        self.pending.append((p.step, loss_sum, n_tok))
         if p.step % cfg.log_every == 0 or p.step == 1:
             self.log_train()
         p.train_seconds = time.time() - self.run_t0
@@ -637,7 +637,23 @@ class Trainer:
             stop = stop or "stopped on another rank"
         return stop
 
+    def read_losses(self) -> None:
+        """Read the buffered step losses back from the device (one sync) into the per-step
+        list, the log window and the validation interval."""
+        if not self.pending:
+            return
+        values = torch.stack([loss for _, loss, _ in self.pending]).tolist()
+        p = self.progress
+        for (step, _, n_tok), loss in zip(self.pending, values):
+            self.losses.append((step, loss / max(n_tok, 1)))
+            self.window.loss += loss
+            self.window.tokens += n_tok
+            p.since_valid_loss += loss
+            p.since_valid_tokens += n_tok
+        self.pending = []
+
     def log_train(self) -> None:
+        self.read_losses()
         w, step = self.window, self.progress.step
         row = {
             "loss": w.loss / max(w.tokens, 1),
@@ -661,6 +677,7 @@ class Trainer:
         return None
 
     def validate(self) -> dict:
+        self.read_losses()
         p = self.progress
         result = {}
         if self.metric == "train_loss" and p.since_valid_tokens:
@@ -730,6 +747,7 @@ class Trainer:
     def save(self, name: str, inference_only: bool = False) -> Path:
         """Write the run's state; best.pt is inference-only (what translate needs, a third of
         the size)."""
+        self.read_losses()  # the progress saved counts every step's loss
         state = checkpoint.RunState(
             config=self.cfg,
             model=self.model.state_dict(),
@@ -750,6 +768,7 @@ class Trainer:
 
     def finish(self, stop: str) -> dict:
         """Save and report after a signal, or log the stop and write summary.json."""
+        self.read_losses()
         p, log = self.progress, self.log
         if self.interrupt.requested:  # Ctrl-C / SIGTERM: save where we are, then say so
             name = signal.Signals(self.interrupt.signum).name

@@ -33,7 +33,7 @@ class FixedNext(torch.nn.Module):
         self.register_buffer("first", row.log())
         self.register_buffer("end", end.log())
 
-    def encode(self, src, src_mask):
+    def encode(self, src, src_mask, src_lengths=None):
         return {"src_mask": src_mask}
 
     def init_cache(self, encoded):

@@ -24,7 +24,7 @@ def test_scores_are_the_teacher_forced_loss(pairs):
     t = Translator.load(ckpt)
     scores = t.score(srcs, tgts)
     for s, y, sc in zip(srcs, tgts, scores):
-        src, tgt_in, tgt_out = collate(
+        src, tgt_in, tgt_out, _ = collate(
             t.tokenizer.encode_src([s]), t.tokenizer.encode_tgt([y]), "cpu"
         )
         with torch.no_grad():

@@ -36,7 +36,7 @@ class ScriptedDecoder(torch.nn.Module):
                 table[last, tok] = p
         self.register_buffer("log_table", table.log())
 
-    def encode(self, src, src_mask):
+    def encode(self, src, src_mask, src_lengths=None):
         return {"src_mask": src_mask, "memory": src_mask.float()[..., None]}
 
     def init_cache(self, encoded):

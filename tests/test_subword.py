@@ -20,7 +20,7 @@ LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 
 def rows(batch) -> list[tuple[list[int], list[int]]]:
     """(source ids with EOS, target ids) of each row of a padded batch."""
-    src, _, tgt_out = batch
+    src, _, tgt_out, _ = batch
     out = []
     for s, t in zip(src.tolist(), tgt_out.tolist()):
         s, t = [x for x in s if x != PAD_ID], [x for x in t if x != PAD_ID]
@@ -111,7 +111,7 @@ def test_a_sampled_batch_over_the_budget_is_split(sampled):
     for i, idx in enumerate(schedule):
         parts, n_tokens = small.read(idx, (0, i))
         split += len(parts) > 1
-        for src, _, tgt_out in parts:
+        for src, _, tgt_out, _ in parts:
             size = src.size(0) * max(src.size(1), tgt_out.size(1))
             assert size <= OVERSIZE * 60 or src.size(0) == 1
         assert n_tokens == sum(int((p[2] != PAD_ID).sum()) for p in parts)

@@ -1,11 +1,13 @@
 """The contract every backend keeps, and the pieces they share (embeddings, masks).
 
-    encoded = model.encode(src, src_mask)            # flat dict of batch-first tensors
-    cache = model.init_cache(encoded)                # flat dict of batch-first tensors
+    encoded = model.encode(src, src_mask, src_lengths)  # flat dict of batch-first tensors
+    cache = model.init_cache(encoded)                   # flat dict of batch-first tensors
     logits, attn, cache = model.decode(tgt_in, encoded, cache)
 
-`decode` without a cache runs teacher-forced over the whole `tgt_in` (B, T); with a cache it takes
-one step (B, 1) and returns the updated cache. Because `encoded` and `cache` are flat dicts of
+`src_lengths` (optional) are the sources' lengths (B,) as a numpy array, known on the host where
+the batch was padded (training): with them a backend reads nothing back from the device to learn
+how the batch is padded, and a GPU never waits for the host. `decode` without a cache runs
+teacher-forced over the whole `tgt_in` (B, T); with a cache it takes one step (B, 1) and returns the updated cache. Because `encoded` and `cache` are flat dicts of
 tensors whose first dimension is the batch, search reorders beams with one `index_select` each.
 `attn` (B, T, S) is the attention over source positions used for alignments (None for `rnn`).
 Backends implement `encode`, `init_cache` and `decode_hidden`, which returns the decoder's output
@@ -44,6 +46,14 @@ def use_fast_cuda_kernels(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def drops_padding(device: torch.device) -> bool:
+    """Whether the training loss drops padded target positions before the output projection.
+    On a CPU that saves their share of the largest product; on a GPU the boolean index would make
+    the host wait for the kernels (its result's size depends on the data), and the loss masks
+    padded targets anyway. Compiled graphs keep every position (no data-dependent shape)."""
+    return torch.device(device).type == "cpu" and not torch.compiler.is_compiling()
 
 
 def select_batch(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
@@ -119,7 +129,9 @@ class Seq2Seq(nn.Module):
         if tie:
             self.generator.weight = self.tgt_embed.lut.weight
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
+    def encode(
+        self, src: Tensor, src_mask: Tensor, src_lengths: np.ndarray | None = None
+    ) -> Encoded:
         raise NotImplementedError
 
     def init_cache(self, encoded: Encoded) -> Cache:
@@ -151,15 +163,17 @@ class Seq2Seq(nn.Module):
         tgt_in: Tensor,
         tgt_out: Tensor | None = None,
         label_smoothing: float = 0.0,
+        src_lengths: np.ndarray | None = None,
     ) -> Tensor:
         """Teacher-forced logits (B, T, V); with `tgt_out`, the summed (label-smoothed)
-        cross-entropy over its non-pad tokens instead, without materialising the logits."""
-        encoded = self.encode(src, src_mask_of(src))
+        cross-entropy over its non-pad tokens instead, without materialising the logits.
+        `src_lengths`: the sources' lengths on the host, when known (see the module docstring)."""
+        encoded = self.encode(src, src_mask_of(src), src_lengths)
         hidden, _, _ = self.decode_hidden(tgt_in, encoded)
         if tgt_out is None:
             return self.generator(hidden)
         hidden, tgt_out = hidden.reshape(-1, hidden.size(-1)), tgt_out.reshape(-1)
-        if not torch.compiler.is_compiling():  # a data-dependent shape would break the graph
-            keep = tgt_out != PAD_ID  # padded positions cost no output projection
+        if drops_padding(hidden.device):
+            keep = tgt_out != PAD_ID
             hidden, tgt_out = hidden[keep], tgt_out[keep]
         return linear_cross_entropy(hidden, self.generator.weight, tgt_out, label_smoothing)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -48,8 +49,10 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.has_attention = any(m.has_attention for m in members)
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
-        return _merge([m.encode(src, src_mask) for m in self.members])
+    def encode(
+        self, src: Tensor, src_mask: Tensor, src_lengths: np.ndarray | None = None
+    ) -> Encoded:
+        return _merge([m.encode(src, src_mask, src_lengths) for m in self.members])
 
     def init_cache(self, encoded: Encoded) -> Cache:
         parts = _split(encoded, len(self.members))

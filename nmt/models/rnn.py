@@ -6,6 +6,7 @@ al., is fed to every decoder step and to the output layer. No attention.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -19,9 +20,18 @@ def rnn_cell(name: str) -> type[nn.RNNBase]:
     return getattr(nn, name.upper())
 
 
+def source_lengths(src_mask: Tensor, src_lengths: np.ndarray | None) -> Tensor:
+    """The sources' lengths as a CPU tensor: the host's, when given, else read back from the
+    mask (on a GPU, the host waits for the device there)."""
+    if src_lengths is not None:
+        return torch.from_numpy(np.asarray(src_lengths, dtype=np.int64))
+    return src_mask.sum(1).cpu()
+
+
 def run_rnn(rnn: nn.RNNBase, x: Tensor, lengths: Tensor):
-    """Run `rnn` over padded (B, S, E) inputs with true `lengths`; returns outputs and final state."""
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    """Run `rnn` over padded (B, S, E) inputs with true `lengths` (a CPU tensor); returns outputs
+    and final state."""
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     out, state = rnn(packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
     return out, state  # (B, S, H * dirs), state (L * dirs, B, H) [or (h, c)]
@@ -55,9 +65,11 @@ class RNNSeq2Seq(Seq2Seq):
         self.pre_output = nn.Linear(3 * d, d)
         self.dropout = Dropout(cfg.dropout)
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
+    def encode(
+        self, src: Tensor, src_mask: Tensor, src_lengths: np.ndarray | None = None
+    ) -> Encoded:
         x = self.dropout(self.src_embed(src))  # (B, S, d)
-        _, state = run_rnn(self.encoder, x, src_mask.sum(1))
+        _, state = run_rnn(self.encoder, x, source_lengths(src_mask, src_lengths))
         enc = state_to_cache(state, self.cell)
         enc = {f"final_{k}": v for k, v in enc.items()}
         enc["context"] = enc["final_h"][:, -1]  # (B, d): the top layer's final hidden state

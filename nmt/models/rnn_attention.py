@@ -7,11 +7,12 @@ with the embedding of y_{t-1}, so that the decoder knows what it attended to bef
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from nmt.models.base import Cache, Dropout, Encoded, Seq2Seq
-from nmt.models.rnn import cache_to_state, rnn_cell, run_rnn, state_to_cache
+from nmt.models.rnn import cache_to_state, rnn_cell, run_rnn, source_lengths, state_to_cache
 from nmt.models.rnn_attention_config import AttentionRNNConfig
 from nmt.models.rnn_scores import attend, make_attention
 
@@ -36,9 +37,12 @@ class AttentionRNNSeq2Seq(Seq2Seq):
         self.combine = nn.Linear(2 * d, d, bias=False)  # W_c [s_t; c_t]
         self.dropout = Dropout(cfg.dropout)
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
+    def encode(
+        self, src: Tensor, src_mask: Tensor, src_lengths: np.ndarray | None = None
+    ) -> Encoded:
         x = self.dropout(self.src_embed(src))  # (B, S, d)
-        memory, state = run_rnn(self.encoder, x, src_mask.sum(1))  # (B, S, d)
+        lengths = source_lengths(src_mask, src_lengths)
+        memory, state = run_rnn(self.encoder, x, lengths)  # (B, S, d)
         h = state[0] if self.cell == "lstm" else state  # (L * 2, B, d/2)
         final = torch.cat([h[-2], h[-1]], -1)  # (B, d): top layer, both directions
         return {

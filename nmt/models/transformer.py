@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,12 +52,18 @@ POSITION_CLASSES = {
 }  # config POSITIONS
 
 
-def key_padding_mask(src_mask: Tensor) -> Tensor | None:
-    """(B, 1, 1, S) mask over keys for SDPA, or None when nothing is padded: on a GPU a masked
-    call cannot use the flash kernel. Compiled graphs keep the mask (no data-dependent branch)."""
-    if torch.compiler.is_compiling() or not bool(src_mask.all()):
-        return src_mask[:, None, None, :]  # broadcast over heads and queries
-    return None
+def key_padding_mask(src_mask: Tensor, src_lengths: np.ndarray | None = None) -> Tensor | None:
+    """(B, 1, 1, S) mask over keys for SDPA, or None when no source is padded: on a GPU a masked
+    call cannot use the flash kernel. Whether one is padded is read from the host's `src_lengths`
+    when given (no sync), else from the mask. Compiled graphs keep the mask (no data-dependent
+    branch)."""
+    if torch.compiler.is_compiling():
+        padded = True
+    elif src_lengths is not None:
+        padded = int(src_lengths.min()) < src_mask.size(1)
+    else:
+        padded = not bool(src_mask.all())
+    return src_mask[:, None, None, :] if padded else None  # broadcast over heads and queries
 
 
 class MultiHeadAttention(nn.Module):
@@ -217,13 +224,17 @@ class Transformer(Seq2Seq):
     def embed(self, embed: nn.Module, ids: Tensor, offset: int = 0) -> Tensor:
         return self.dropout(embed(ids) + self.positions(ids.size(1), offset))  # (B, T, d_model)
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
-        mask = key_padding_mask(src_mask)
+    def encode(
+        self, src: Tensor, src_mask: Tensor, src_lengths: np.ndarray | None = None
+    ) -> Encoded:
+        mask = key_padding_mask(src_mask, src_lengths)
         x = self.embed(self.src_embed, src)
         for layer in self.encoder_layers:
             x = layer(x, mask)
         memory = self.encoder_norm(x)  # (B, S, d_model)
         encoded = {"memory": memory, "src_mask": src_mask}
+        if mask is not None:  # absent when no source is padded: decoding reads nothing back
+            encoded["key_mask"] = mask  # (B, 1, 1, S)
         for i, layer in enumerate(self.decoder_layers):  # cross-attention K/V: once per source
             encoded[f"cross_k{i}"], encoded[f"cross_v{i}"] = layer.cross_attn.keys_values(memory)
         return encoded
@@ -238,7 +249,7 @@ class Transformer(Seq2Seq):
         return cache
 
     def decode_hidden(self, tgt_in: Tensor, encoded: Encoded, cache: Cache | None = None):
-        src_mask = key_padding_mask(encoded["src_mask"])
+        src_mask = encoded.get("key_mask")
         offset = 0 if cache is None else cache["self_k0"].size(2)
         x = self.embed(self.tgt_embed, tgt_in, offset)  # (B, T, d_model)
         new_cache: Cache | None = None if cache is None else {}

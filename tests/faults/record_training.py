@@ -77,7 +77,7 @@ def main() -> None:
     after_step = training.Trainer.after_step
 
     def recording(self, loss_sum, n_tok, n_batches):
-        out.write(f"{self.progress.step + 1} {loss_sum / max(n_tok, 1)!r}\n")
+        out.write(f"{self.progress.step + 1} {float(loss_sum) / max(n_tok, 1)!r}\n")
         out.flush()
         return after_step(self, loss_sum, n_tok, n_batches)
 

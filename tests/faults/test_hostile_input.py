@@ -73,7 +73,7 @@ class CopyModel(torch.nn.Module):
         super().__init__()
         self.vocab = vocab
 
-    def encode(self, src, src_mask):
+    def encode(self, src, src_mask, src_lengths=None):
         return {"src": src, "src_mask": src_mask}
 
     def init_cache(self, encoded):
