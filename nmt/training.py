@@ -8,6 +8,7 @@ lock on the run dir, and DDP under `torchrun`. A run's state lives in one `Train
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.fx.experimental._config as fx_config
 
 from nmt import checkpoint, datadir, files, runlog, scores
 from nmt.batching import Batch, Prefetcher, Sampling, TrainBatches, bucket_batches, collate
@@ -122,19 +124,64 @@ def _grad_scaler(precision: str, device: torch.device):
 
 
 def compile_model(model, backend: str = "inductor"):
-    """`torch.compile` with dynamic shapes: token-bucketed batches change (B, S, T) at every
-    step, and one graph serves them all instead of a recompile per shape."""
-    return torch.compile(model, dynamic=True, backend=backend)
+    """Compile the model's regions (`compile_regions`: each layer of the Transformer, the whole
+    RNN models) for training, in place: in training mode they run compiled, in eval mode
+    (validation, search) eagerly, so decoding never triggers a compile. Dynamic shapes:
+    token-bucketed batches change (B, S, T) at every step and one graph serves them all; duck
+    shapes off, so that a first batch with S == T does not tie the two. Returns the model."""
+    fx_config.use_duck_shape = False
+    for region in model.compile_regions():
+        compiled = torch.compile(region.forward, dynamic=True, backend=backend)
+        region.forward = _training_only(region, compiled, region.forward)
+    return model
 
 
-def _compile_report() -> str:
+def _training_only(module, compiled, eager):
+    def forward(*args, **kwargs):
+        return (compiled if module.training else eager)(*args, **kwargs)
+
+    return forward
+
+
+class Recompiles(logging.Handler):
+    """Dynamo's recompile messages, one line each (function and the first failed guard), kept
+    for the run's log."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record) -> None:
+        msg = record.getMessage().splitlines()
+        guard = next((m.strip().lstrip("- ") for m in msg[1:] if m.strip().startswith("-")), "")
+        self.lines.append(f"{msg[0].strip()}: {guard}"[:240])
+
+    @classmethod
+    def install(cls) -> Recompiles:
+        """The process's handler (installed once), emptied."""
+        torch._logging.set_logs(recompiles=True)
+        logger = logging.getLogger("torch._dynamo.guards.__recompiles")
+        logger.propagate = False  # into the run's log, not onto stderr
+        handler = next((h for h in logger.handlers if isinstance(h, cls)), None)
+        if handler is None:
+            handler = cls()
+            logger.addHandler(handler)
+        handler.take()
+        return handler
+
+    def take(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+def _compile_report(recompiles: int) -> str:
     """Dynamo's counters for the log: graphs built, graph breaks, frames compiled (one per
-    compiled function plus one per recompile)."""
+    compiled function plus one per recompile), recompiles."""
     counters = torch._dynamo.utils.counters
     breaks = sum(counters["graph_break"].values())
     return (
         f"compile: {counters['stats']['unique_graphs']} graphs, {breaks} graph breaks, "
-        f"{counters['frames']['ok']} frame compiles"
+        f"{counters['frames']['ok']} frame compiles, {recompiles} recompiles"
     )
 
 
@@ -372,6 +419,8 @@ class Trainer:
         if self.main:
             dump_config(cfg, self.run_dir / runlog.CONFIG)
         self.train_model = _wrap_for_training(self.model, cfg.train, self.device, self.world)
+        self.recompiles = Recompiles.install() if cfg.train.compile else None
+        self.n_recompiles, self.first_step_t = 0, None
         self.valid = self._validation_sets() if self.main else None
         self.extra = self._extra_valid() if self.main else {}
         self.metric = cfg.train.best_metric if self.valid is not None else "train_loss"
@@ -548,6 +597,7 @@ class Trainer:
         if self.extra and not self.progress.extra_base:  # the forgetting guard's reference
             self.progress.extra_base = self.validate_extra(warn=False)
         self.run_t0 = time.time() - self.progress.train_seconds
+        self.loop_t0 = time.time()
         self.model.train()
         with self.interrupt:
             while stop is None:
@@ -619,6 +669,8 @@ class Trainer:
         p.batch += n_batches
         p.step += 1
         self.pending.append((p.step, loss_sum, n_tok))
+        if self.recompiles is not None:
+            self.log_compile()
         if p.step % cfg.log_every == 0 or p.step == 1:
             self.log_train()
         p.train_seconds = time.time() - self.run_t0
@@ -636,6 +688,16 @@ class Trainer:
         if _any_rank(stop is not None, self.world):
             stop = stop or "stopped on another rank"
         return stop
+
+    def log_compile(self) -> None:
+        """With train.compile: the time to this process's first step, and each recompile with
+        the guard that failed."""
+        if self.first_step_t is None:
+            self.first_step_t = time.time() - self.loop_t0
+            self.log.line(f"compile: first step after {self.first_step_t:.1f}s")
+        for line in self.recompiles.take():
+            self.n_recompiles += 1
+            self.log.line(f"compile: at step {self.progress.step}, {line}")
 
     def read_losses(self) -> None:
         """Read the buffered step losses back from the device (one sync) into the per-step
@@ -783,7 +845,7 @@ class Trainer:
         wait_share = self.data_wait / max(p.train_seconds - self.trained_before, 1e-9)
         log.line(f"waited for data {self.data_wait:.2f}s, {100 * wait_share:.2f}% of training time")
         if self.cfg.train.compile:
-            log.line(_compile_report())
+            log.line(_compile_report(self.n_recompiles))
         if self.world > 1:
             log.line(
                 f"ranks in sync: parameter checksum {_check_in_sync(self.model, self.world):.6e}"

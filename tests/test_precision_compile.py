@@ -99,20 +99,67 @@ def test_transformer_training_step_has_no_graph_breaks():
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_compiled_losses_match_eager_with_bounded_recompiles(backend):
-    """Token-bucketed batches change (B, S, T) every step: one dynamic graph serves them all
-    for the Transformer; the RNNs fall back to eager around the cuDNN-style RNN ops."""
+    """Token-bucketed batches change (B, S, T) every step: the Transformer's layers compile
+    once per layer class (two graphs for four layers); the RNNs fall back to eager around the
+    cuDNN-style RNN ops. Eval mode (search) runs eagerly, without compiling."""
+    import copy
+
     model = tiny(backend, "cpu").train()
+    eager = copy.deepcopy(model)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = compile_model(model, backend="aot_eager")
-    for B, S, T in ((3, 8, 9), (5, 16, 12), (2, 24, 20), (7, 11, 5)):
+    assert compiled is model and model.state_dict().keys() == eager.state_dict().keys()
+    for B, S, T in ((3, 8, 9), (5, 16, 12), (2, 24, 20), (7, 11, 11)):
         args = batch(B, S, T, "cpu")
-        eager = model(*args, 0.1)
         loss = compiled(*args, 0.1)
-        torch.testing.assert_close(loss, eager, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(loss, eager(*args, 0.1), rtol=1e-5, atol=1e-4)
         loss.backward()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     if backend == "transformer":
-        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+        assert graphs == 2
+    model.eval()
+    with torch.no_grad():
+        generate(model, batch(2, 6, 5, "cpu")[0], SearchOptions(beam=2), max_len=8)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+def test_recompiles_are_recorded_with_the_guard_that_failed():
+    from nmt.training import Recompiles
+
+    recompiles = Recompiles.install()
+    torch._dynamo.reset()
+    model = compile_model(tiny("transformer", "cpu").train(), backend="aot_eager")
+    for pad in (True, False):  # a key mask, then none: the layers' guard on it fails
+        model(*batch(3, 8, 9, "cpu", pad), 0.1)
+    lines = recompiles.take()
+    assert len(lines) == 2  # once per layer class
+    assert all(line.startswith("Recompiling function forward") for line in lines)
+    assert all("mask" in line for line in lines)
+
+
+def test_compiled_training_logs_first_step_and_recompiles(toy_data_dir, tmp_path, monkeypatch):
+    from nmt import training
+    from tests.test_training import tiny_cfg
+
+    inductor = training.compile_model  # a C++ build per graph: aot_eager checks the same wiring
+    monkeypatch.setattr(training, "compile_model", lambda m: inductor(m, backend="aot_eager"))
+    cfg = tiny_cfg(
+        toy_data_dir,
+        "train.max_steps=3",
+        "train.valid_every=3",
+        "train.valid_bleu=false",
+        "train.best_metric=loss",
+        "train.compile=true",
+    )
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    training.train(cfg, tmp_path / "run", quiet=True)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "compile: first step after" in log
+    report = next(line for line in log.splitlines() if "graph breaks" in line)
+    recompiles = int(report.split(", ")[-1].split()[0])
+    assert log.count("compile: at step") == recompiles
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -153,3 +200,29 @@ def test_cuda_settings_leave_cudnn_attention_out_and_cpu_alone():
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before[0])
         torch.backends.cuda.matmul.allow_tf32 = before[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="kernel names need a GPU")
+def test_cuda_attention_runs_flash_or_memory_efficient_kernels_not_cudnn():
+    """With cuDNN's SDPA switched off (`use_fast_cuda_kernels`), a bf16 training step runs the
+    flash kernel where no source is padded and the memory-efficient one under a key mask."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from nmt.models.base import use_fast_cuda_kernels
+
+    use_fast_cuda_kernels(torch.device("cuda"))
+    model = tiny("transformer", "cuda", dropout=0.1).train()
+    names = {}
+    for pad in (False, True):
+        src, tgt_in, tgt_out = batch(8, 16, 12, "cuda", pad)
+        lengths = (src != PAD_ID).sum(1).cpu().numpy()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(src, tgt_in, tgt_out, 0.1, lengths)
+            loss.backward()
+            torch.cuda.synchronize()
+        kernels = {e.key.lower() for e in prof.key_averages()}
+        names[pad] = {k for k in kernels if any(w in k for w in ("flash", "fmha", "attention"))}
+    assert not any("cudnn" in k for k in names[False] | names[True]), names
+    assert any("flash" in k for k in names[False]), names[False]
+    assert names[True], names[True]

@@ -150,6 +150,11 @@ class Seq2Seq(nn.Module):
         hidden, attn, cache = self.decode_hidden(tgt_in, encoded, cache)
         return self.generator(hidden), attn, cache
 
+    def compile_regions(self) -> list[nn.Module]:
+        """The modules `train.compile` compiles: the whole model, unless a backend names its
+        repeated layers (compiled once and reused by every layer of their class)."""
+        return [self]
+
     def attention_maps(self, src: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
         """Teacher-forced attention per layer and head, name -> (B, L, H, rows, cols): "cross"
         (target over source) for models with attention; the Transformer adds "encoder" and

@@ -266,6 +266,11 @@ class Transformer(Seq2Seq):
         hidden = self.decoder_norm(x)  # (B, T, d_model)
         return hidden, attn, new_cache
 
+    def compile_regions(self) -> list[nn.Module]:
+        """Each encoder and decoder layer: two graphs (one per layer class) instead of one for
+        the whole model, the embeddings, the key mask and the fused loss left eager."""
+        return [*self.encoder_layers, *self.decoder_layers]
+
     def attention_maps(self, src: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
         """Teacher-forced attention of every layer and head: encoder (B, L, H, S, S),
         decoder self-attention (B, L, H, T, T), cross-attention (B, L, H, T, S)."""
