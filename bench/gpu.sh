@@ -4,6 +4,7 @@
 # beam-5 decoding throughput. Nothing is fetched from the network.
 #
 #   bench/gpu.sh --prepare                  # here, beside ../shared: fill .gpudata/ and .whl/
+#                                           # (and .gpudata/base/: nmt/ at BASE_REV, for gpu_diag.py)
 #   bench/gpu.sh [--device cuda|cpu] [--steps N] [--pairs N] [--out DIR] [--skip-tests]
 #
 # --prepare copies the corpus generator and Multi30k into .gpudata/ (both ignored by git, so they
@@ -19,6 +20,10 @@ DEVICE=cuda STEPS=200 PAIRS= OUT=bench/results/gpu TESTS=1
 prepare() {
   mkdir -p .gpudata .whl
   cp ../shared/bench/make_big_corpus.py .gpudata/
+  # nmt/ as of BASE_REV (its training step still reads the loss back every step): the V0/V1
+  # variants of bench/gpu_diag.py --baseline .gpudata/base
+  rm -rf .gpudata/base && mkdir -p .gpudata/base
+  git archive "${BASE_REV:-4dc9aef}" nmt | tar -x -C .gpudata/base
   mkdir -p .gpudata/data && cp -r ../shared/data/multi30k .gpudata/data/
   local v
   for pkg in datasets dill multiprocess; do

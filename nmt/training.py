@@ -326,7 +326,7 @@ def backward_group(
     label_smoothing: float,
     autocast=nullcontext,
     scaler=None,
-) -> float:
+) -> torch.Tensor:
     """Forward and backward over the batches of one update, each loss divided by the target
     tokens of the whole group (`n_tokens`, counted on the host): the gradient of one batch
     holding them all. Under DDP that holds per rank: gradients are all-reduced (averaged over
