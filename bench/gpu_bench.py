@@ -117,7 +117,12 @@ def _compile_counters(log: str) -> dict:
     m = re.search(r"compile: (\d+) graphs, (\d+) graph breaks, (\d+) frame compiles", log)
     if not m:
         return {}
-    return {"graphs": int(m[1]), "graph_breaks": int(m[2]), "frame_compiles": int(m[3])}
+    out = {"graphs": int(m[1]), "graph_breaks": int(m[2]), "frame_compiles": int(m[3])}
+    first = re.search(r"compile: first step after ([\d.]+)s", log)
+    if first:
+        out["first_step_s"] = float(first[1])
+    out["recompiles"] = re.findall(r"compile: at step \d+, (.*)", log)
+    return out
 
 
 def _gpu_name() -> str | None:

@@ -13,6 +13,7 @@ process:
     V2  the step without host syncs, cuDNN off      (this checkout)
     V3  V2 on one repeated batch: the cost of changing shapes
     V4  V2 with train.compile's regional compile    (capped by --compile-cap seconds)
+    V5  V2 with S and T padded up to multiples of 8 (tensor-core-friendly shapes, more padding)
 
 For each: target tok/s, ms per step, MFU (bench/gpu_bench.py's formula), host ms per step
 (the Python side of the step, not waiting) against kernel ms per step (GPU busy %), kernel
@@ -52,6 +53,7 @@ VARIANTS = {
     "V2": {"about": "no host syncs, cuDNN off", "cudnn": False},
     "V3": {"about": "V2 on one repeated batch", "cudnn": False, "repeat": True},
     "V4": {"about": "V2 compiled per layer", "cudnn": False, "compile": True},
+    "V5": {"about": "V2, lengths padded to multiples of 8", "cudnn": False, "pad8": True},
 }
 VOCAB = 10000
 ATTENTION_WORDS = ("flash", "fmha", "attention", "sdpa")
@@ -221,8 +223,11 @@ class Setup:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.autocast = _autocast(a.precision, self.device)
         self.batches, self.lengths = synthetic_batches(self.cfg.train.max_tokens, np.random)
-        if spec.get("repeat"):
-            self.batches = [self.batches[len(self.batches) // 2]] * len(self.batches)
+        if spec.get("pad8"):
+            self.batches = [(pin(pad_to_multiple(b, 8)), n) for b, n in self.batches]
+        if spec.get("repeat"):  # the batch of median size, every step
+            median = sorted(self.batches, key=lambda b: b[1])[len(self.batches) // 2]
+            self.batches = [median] * len(self.batches)
         self.i = 0
         self.compiled = False
 
@@ -412,6 +417,18 @@ def synthetic_batches(max_tokens: int, np_random) -> tuple[list, tuple[float, fl
         b = collate([src[i] for i in idx], [tgt[i] for i in idx], "cpu")
         batches.append((pin(b), int((tgt_len[idx] + 1).sum())))
     return batches, (float(src_len.mean() + 1), float(tgt_len.mean() + 1))
+
+
+def pad_to_multiple(b, k: int):
+    """The batch with its source and target widths padded (PAD columns) up to multiples of k."""
+    import torch.nn.functional as F
+
+    from nmt.tokenizer import PAD_ID
+
+    def widen(t):
+        return F.pad(t, (0, -t.size(1) % k), value=PAD_ID)
+
+    return type(b)(widen(b.src), widen(b.tgt_in), widen(b.tgt_out), b.src_lengths)
 
 
 def pin(b):
