@@ -15,8 +15,9 @@ process:
     V4  V2 with train.compile's regional compile    (capped by --compile-cap seconds)
     V5  V2 with S and T padded up to multiples of 8 (tensor-core-friendly shapes, more padding)
 
-For each: target tok/s, ms per step, MFU (bench/gpu_bench.py's formula), host ms per step
-(the Python side of the step, not waiting) against kernel ms per step (GPU busy %), kernel
+For each: target tok/s, ms per step, MFU (bench/gpu_bench.py's formula), the ms the step's Python
+call takes (where the step never waits, the host's own work: queueing kernels; where it syncs,
+that wait too) and the host CPU ms per step, against kernel ms per step (GPU busy %), kernel
 launches and host-device syncs per step (`torch.cuda.set_sync_debug_mode`; and Python-level
 read-backs seen by `nmt.syncs`), the attention kernels that ran, the top 15 kernels, peak
 memory; V4 also the time to the first step and each recompile with its guard. `--out` is a JSON
@@ -67,12 +68,19 @@ def main() -> None:
     a = parse_args()
     if a.worker:
         return worker(a)
+    if a.baseline and not (Path(a.baseline) / "nmt" / "__init__.py").is_file():
+        sys.exit(
+            f"gpu_diag: --baseline {a.baseline} holds no nmt/ package (bench/gpu.sh --prepare)"
+        )
     out = Path(a.out)
     report = {"meta": meta(a), "sdpa_probe": None, "variants": {}}
     write(out, report)
-    report["sdpa_probe"] = run_child(a, "probe", a.variant_timeout)
-    write(out, report)
+    if not a.variants or "probe" in a.variants.split(","):
+        report["sdpa_probe"] = run_child(a, "probe", a.variant_timeout)
+        write(out, report)
     for name, spec in VARIANTS.items():
+        if a.variants and name not in a.variants.split(","):
+            continue
         cap = a.compile_cap if spec.get("compile") else a.variant_timeout
         result = run_child(a, name, cap)
         report["variants"][name] = {"about": spec["about"], **result}
@@ -91,8 +99,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     p.add_argument("--profile-steps", type=int, default=6)
-    p.add_argument("--variant-timeout", type=int, default=150, help="seconds per variant")
-    p.add_argument("--compile-cap", type=int, default=300, help="seconds for V4")
+    p.add_argument("--variants", help="a comma-separated subset, e.g. probe,V0,V1 (default: all)")
+    p.add_argument("--variant-timeout", type=int, default=75, help="seconds per variant")
+    p.add_argument("--compile-cap", type=int, default=180, help="seconds for V4")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--partial", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
@@ -128,6 +137,7 @@ def run_child(a, name: str, timeout: int) -> dict:
     env = dict(os.environ)
     if spec.get("baseline") and a.baseline:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(a.baseline).resolve()), str(ROOT)])
+        env["NMT_DIAG_BASELINE"] = str(Path(a.baseline).resolve())
     else:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, __file__, "--worker", name, "--partial", str(partial)]
@@ -139,7 +149,10 @@ def run_child(a, name: str, timeout: int) -> dict:
         error = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
     except subprocess.TimeoutExpired:
         error = f"cut off after {timeout} s"
-    result = json.loads(partial.read_text()) if partial.exists() else {}
+    try:
+        result = json.loads(partial.read_text()) if partial.exists() else {}
+    except ValueError:  # cut off while writing it
+        result = {}
     partial.unlink(missing_ok=True)
     result["process_s"] = round(time.time() - t0, 1)
     if error:
@@ -176,13 +189,16 @@ def worker(a) -> None:
 
     torch.manual_seed(0)
     out: dict = {}
-    save = lambda: Path(a.partial).write_text(json.dumps(out, indent=1))  # noqa: E731
+    save = lambda: write(Path(a.partial), out)  # noqa: E731
     if a.worker == "probe":
         return sdpa_probe(torch.device(a.device), out, save)
     spec = VARIANTS[a.worker]
     run = Setup(a, spec)
     out.update(run.describe())
     save()
+    baseline = os.environ.get("NMT_DIAG_BASELINE")
+    if baseline and not out["nmt"].startswith(baseline):
+        raise SystemExit(f"{a.worker} imported {out['nmt']}, not the baseline in {baseline}")
     if spec.get("compile"):
         out.update(run.compile_first_step())
         save()
@@ -282,11 +298,12 @@ class Setup:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         host, tokens = 0.0, 0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         for _ in range(n):
             h0 = time.perf_counter()
             tokens += self.step()
             host += time.perf_counter() - h0
+        cpu = time.thread_time() - cpu0
         self.sync()
         wall = time.perf_counter() - t0
         tok_s = tokens / wall
@@ -295,7 +312,8 @@ class Setup:
             "steps": n,
             "tgt_tok_s": round(tok_s),
             "ms_per_step": round(1000 * wall / n, 2),
-            "host_ms_per_step": round(1000 * host / n, 2),
+            "call_ms_per_step": round(1000 * host / n, 2),
+            "host_cpu_ms_per_step": round(1000 * cpu / n, 2),
             "mfu": round(tok_s * self.fpt / peak, 4) if peak else None,
         }
 
@@ -317,6 +335,8 @@ class Setup:
         try:
             from nmt.syncs import HostSyncs  # absent from older checkouts
         except ImportError:
+            return {"syncs_per_step": cuda, "python_read_backs_per_step": None}
+        if self.spec.get("compile"):  # a new torch function mode would retrace every layer
             return {"syncs_per_step": cuda, "python_read_backs_per_step": None}
         with HostSyncs() as rec:
             for _ in range(n):
@@ -390,7 +410,9 @@ class Setup:
 
 def device_time(e) -> float:
     """An event's total device time in microseconds (the attribute's name moved in torch 2.x)."""
-    return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0) or 0
+    if hasattr(e, "device_time_total"):
+        return e.device_time_total
+    return getattr(e, "cuda_time_total", 0)
 
 
 def op_row(e, total_us: float, n: int) -> dict:

@@ -21,14 +21,18 @@ from torch.autograd.function import once_differentiable
 
 from nmt.tokenizer import PAD_ID
 
-# tokens per chunk, by device type: on a 2-core CPU 1024 x 8k logits (32 MB) measured fastest
-# (they stay in cache); on a GPU one chunk holds a whole batch, and fewer, larger kernels run
-TOKENS_PER_CHUNK = {"cpu": 1024, "cuda": 32768}
+# Tokens per chunk. On a 2-core CPU 1024 x 8k logits (32 MB) measured fastest (they stay in
+# cache). On a GPU a chunk holds as many tokens as LOGITS_PER_GPU_CHUNK logits allow (about 2 GB
+# with their float32 copy and gradient): a whole batch for a 10k vocabulary, few large kernels.
+TOKENS_PER_CPU_CHUNK = 1024
+LOGITS_PER_GPU_CHUNK = 2**28
 
 
-def chunk_for(device: torch.device) -> int:
-    """Tokens per chunk of the fused loss on `device` (a CPU's figure for any other device)."""
-    return TOKENS_PER_CHUNK.get(torch.device(device).type, TOKENS_PER_CHUNK["cpu"])
+def chunk_for(device: torch.device, vocab: int) -> int:
+    """Tokens per chunk of the fused loss on `device` for a `vocab`-sized output layer."""
+    if torch.device(device).type == "cpu":
+        return TOKENS_PER_CPU_CHUNK
+    return max(TOKENS_PER_CPU_CHUNK, LOGITS_PER_GPU_CHUNK // vocab)
 
 
 def _chunk_loss(z: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -106,7 +110,7 @@ def linear_cross_entropy(
     h (N, d), weight (V, d), y (N,). Under autocast the products run in the autocast dtype and
     everything after them (softmax, loss, the sums of gradients over chunks) in float32. Inside
     `torch.compile` the plain form is traced instead: the compiler fuses it itself. `chunk`:
-    tokens per chunk, by default `chunk_for(h.device)`.
+    tokens per chunk, by default `chunk_for(h.device, V)`.
     """
     if torch.compiler.is_compiling():
         logits = (h @ weight.t()).float()
@@ -114,7 +118,7 @@ def linear_cross_entropy(
             logits, y, ignore_index=PAD_ID, label_smoothing=label_smoothing, reduction="sum"
         )
     device = h.device.type
-    chunk = chunk or chunk_for(h.device)
+    chunk = chunk or chunk_for(h.device, weight.size(0))
     mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         with torch.autocast(device, enabled=False):

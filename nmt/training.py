@@ -161,6 +161,7 @@ class Recompiles(logging.Handler):
         """The process's handler (installed once), emptied."""
         torch._logging.set_logs(recompiles=True)
         logger = logging.getLogger("torch._dynamo.guards.__recompiles")
+        logger.setLevel(logging.DEBUG)  # enabled even where TORCH_LOGS overrides set_logs
         logger.propagate = False  # into the run's log, not onto stderr
         handler = next((h for h in logger.handlers if isinstance(h, cls)), None)
         if handler is None:
@@ -678,6 +679,7 @@ class Trainer:
             return None  # ranks agree on stopping at sync points only: no all-reduce per step
         stop = _budget_reason(self.cfg, p)
         if p.step % cfg.valid_every == 0 or stop:
+            self.read_losses()  # waits for the step's kernels: training time, not validation's
             t0 = time.time()
             patience = self.validate_and_save()
             self.run_t0 += time.time() - t0  # validation time is not training time

@@ -30,11 +30,25 @@ def source_lengths(src_mask: Tensor, src_lengths: np.ndarray | None) -> Tensor:
 
 def run_rnn(rnn: nn.RNNBase, x: Tensor, lengths: Tensor):
     """Run `rnn` over padded (B, S, E) inputs with true `lengths` (a CPU tensor); returns outputs
-    and final state."""
-    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    and final state. The rows are sorted by length on the host and their order is sent to the
+    device without waiting (pinned, non-blocking): `enforce_sorted=False` would copy it from
+    pageable memory, and the host would wait for the device there."""
+    order = torch.sort(lengths, descending=True, stable=True).indices  # (B,) on the host
+    to_x, back = _to_device(order, x.device), _to_device(torch.argsort(order), x.device)
+    packed = pack_padded_sequence(x.index_select(0, to_x), lengths[order], batch_first=True)
     out, state = rnn(packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-    return out, state  # (B, S, H * dirs), state (L * dirs, B, H) [or (h, c)]
+    if isinstance(state, tuple):  # LSTM: (h, c), each (L * dirs, B, H)
+        state = tuple(s.index_select(1, back) for s in state)
+    else:
+        state = state.index_select(1, back)
+    return out.index_select(0, back), state  # (B, S, H * dirs), state (L * dirs, B, H) [or (h, c)]
+
+
+def _to_device(index: Tensor, device: torch.device) -> Tensor:
+    if device.type == "cpu":
+        return index
+    return index.pin_memory().to(device, non_blocking=True)
 
 
 def state_to_cache(state, cell: str) -> Cache:

@@ -55,8 +55,8 @@ POSITION_CLASSES = {
 def key_padding_mask(src_mask: Tensor, src_lengths: np.ndarray | None = None) -> Tensor | None:
     """(B, 1, 1, S) mask over keys for SDPA, or None when no source is padded: on a GPU a masked
     call cannot use the flash kernel. Whether one is padded is read from the host's `src_lengths`
-    when given (no sync), else from the mask. Compiled graphs keep the mask (no data-dependent
-    branch)."""
+    when given (no sync), else from the mask. Inside a graph compiled whole, the mask is kept (no
+    data-dependent branch); layers compiled alone get a graph with a mask and one without."""
     if torch.compiler.is_compiling():
         padded = True
     elif src_lengths is not None:
