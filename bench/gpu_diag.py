@@ -1,6 +1,7 @@
 """Where a Transformer-base training step spends its time on a GPU, variant by variant.
 
     python bench/gpu_diag.py [--device cuda|cpu] [--small] [--out FILE] [--baseline DIR]
+                             [--variants probe,V0,...] [overrides...]
 
 No preprocessing: synthetic token-bucketed batches (the real `bucket_batches`, lengths drawn
 around the corpus's ~27 tokens), the real model, fused loss, optimizer, clipping and schedule
@@ -22,7 +23,9 @@ launches and host-device syncs per step (`torch.cuda.set_sync_debug_mode`; and P
 read-backs seen by `nmt.syncs`), the attention kernels that ran, the top 15 kernels, peak
 memory; V4 also the time to the first step and each recompile with its guard. `--out` is a JSON
 rewritten after every variant, so a run cut short keeps what it measured. On a CPU the fields a
-CPU cannot measure are null (a dry run: `--device cpu --small`, a minute or two).
+CPU cannot measure are null (a dry run: `--device cpu --small`, a minute or two). Each variant is
+cut off after --variant-timeout seconds (V4: --compile-cap), keeping what it measured; where one
+command may run 10 minutes, run `--variants probe,V0,V1,V2,V3` and `--variants V4,V5` apart.
 """
 
 from __future__ import annotations
