@@ -187,6 +187,19 @@ class Tokenizer:
         return [ids + [EOS_ID] for ids in src], tgt  # the caller adds a tag where there is one
 
     @staticmethod
+    def sampling_warning() -> str | None:
+        """Why a resumed run with subword sampling will not repeat the interrupted one's draws,
+        or None. SentencePiece 0.2.0 and 0.2.1 draw from the seed alone; 0.2.2 and 0.2.3 draw
+        differently in every process whatever the seed (measured)."""
+        if tuple(int(x) for x in re.findall(r"\d+", spm.__version__)[:3]) < (0, 2, 2):
+            return None
+        return (
+            f"SentencePiece {spm.__version__} draws differently in every process whatever the "
+            "seed: with subword sampling, a resumed run does not repeat the uninterrupted run's "
+            "segmentations (SentencePiece 0.2.0 and 0.2.1 do)"
+        )
+
+    @staticmethod
     def _seeded(encode, seed: int):
         """`encode()` on a new thread whose SentencePiece generator starts from `seed`."""
         out: list = []

@@ -566,6 +566,9 @@ class Trainer:
                 f"no validation split in {self.cfg.data.dir}: {checkpoint.BEST} is chosen by the training "
                 "loss since the previous validation (train_loss), and patience applies to it"
             )
+        warning = self.tokenizer.sampling_warning() if self.cfg.train.subword_alpha else None
+        if warning:
+            self.log.line(f"warning: {warning}")
         if resumed:
             self._repair_best()
         elif self.cfg.train.init_from:

@@ -11,7 +11,7 @@ import torch
 from nmt.batching import OVERSIZE, RECUT_WINDOW, Sampling, TrainBatches, _split_oversize, recut
 from nmt.datadir import has_text, load_encoded, load_tokenizer
 from nmt.errors import NMTError
-from nmt.tokenizer import PAD_ID
+from nmt.tokenizer import PAD_ID, Tokenizer
 from nmt.training import train
 from tests.test_training import tiny_cfg
 
@@ -190,6 +190,7 @@ print(load_tokenizer(sys.argv[1]).sample(lines, lines, 0.1, -1, [7, 8])[0])
 """
 
 
+@pytest.mark.skipif(Tokenizer.sampling_warning() is not None, reason="SentencePiece >= 0.2.2")
 def test_sampling_draws_the_same_in_every_process(toy_data_dir):
     """`--resume` replays the draws in a new process: the seeds alone must decide them
     (SentencePiece 0.2.2 and later draw differently in every process, whatever the seed)."""
@@ -208,3 +209,11 @@ def test_sampling_draws_the_same_in_every_process(toy_data_dir):
     assert runs[0] == runs[1]
     plain = load_encoded(toy_data_dir, "train")["src_ids"][:200]
     assert runs[0].strip() != str(plain)  # and they are draws, not the stored segmentation
+
+
+def test_training_warns_where_sentencepiece_ignores_the_seed(toy_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(Tokenizer, "sampling_warning", staticmethod(lambda: "draws vary"))
+    cfg = tiny_cfg(toy_data_dir, "train.max_steps=1", "train.subword_alpha=0.1")
+    train(cfg, tmp_path / "run", quiet=True)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "warning: draws vary" in log
