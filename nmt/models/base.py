@@ -7,8 +7,9 @@
 `src_lengths` (optional) are the sources' lengths (B,) as a numpy array, known on the host where
 the batch was padded (training): with them a backend reads nothing back from the device to learn
 how the batch is padded, and the host never waits for the GPU. `decode` without a cache runs
-teacher-forced over the whole `tgt_in` (B, T); with a cache it takes one step (B, 1) and returns the updated cache. Because `encoded` and `cache` are flat dicts of
-tensors whose first dimension is the batch, search reorders beams with one `index_select` each.
+teacher-forced over the whole `tgt_in` (B, T); with a cache it takes one step (B, 1) and returns
+the updated cache. Because `encoded` and `cache` are flat dicts of tensors whose first dimension
+is the batch, search reorders beams with one `index_select` each.
 `attn` (B, T, S) is the attention over source positions used for alignments (None for `rnn`).
 Backends implement `encode`, `init_cache` and `decode_hidden`, which returns the decoder's output
 states (B, T, d_model) in place of logits; they leave `decode` and `forward` to this class and
