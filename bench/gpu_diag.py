@@ -169,10 +169,9 @@ def worker_options(a) -> dict:
 
 
 def write(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
+    from nmt.files import write_text  # atomic: a process cut off mid-write leaves the old file
+
+    write_text(path, json.dumps(report, indent=1))
 
 
 def summary_line(v: dict) -> str:
@@ -219,7 +218,6 @@ class Setup:
     """The model, optimizer, schedule and synthetic batches of one variant, and its step."""
 
     def __init__(self, a, spec: dict):
-        import numpy as np
         import torch
 
         from nmt.config import load_config
@@ -241,7 +239,7 @@ class Setup:
         schedule = lr_lambda(self.cfg.train, self.cfg.model.d_model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.autocast = _autocast(a.precision, self.device)
-        self.batches, self.lengths = synthetic_batches(self.cfg.train.max_tokens, np.random)
+        self.batches, self.lengths = synthetic_batches(self.cfg.train.max_tokens)
         if spec.get("pad8"):
             self.batches = [(pin(pad_to_multiple(b, 8)), n) for b, n in self.batches]
         if spec.get("repeat"):  # the batch of median size, every step
@@ -426,16 +424,17 @@ def op_row(e, total_us: float, n: int) -> dict:
     }
 
 
-def synthetic_batches(max_tokens: int, np_random) -> tuple[list, tuple[float, float]]:
+def synthetic_batches(max_tokens: int) -> tuple[list, tuple[float, float]]:
     """Token-bucketed batches of random ids, lengths around the corpus's (mean ~27), pinned CPU
     tensors as the prefetcher hands them over; and the mean real source/target lengths."""
     from nmt.batching import bucket_batches, collate
+    from nmt.tokenizer import EOS_ID
 
-    rng = np_random.default_rng(0)
+    rng = np.random.default_rng(0)
     n = max(4000, 40 * max_tokens // 27)
     src_len = np.clip(rng.normal(27, 9, n), 3, 120).astype(int)
     tgt_len = np.clip(src_len + rng.normal(0, 4, n), 3, 120).astype(int)
-    src = [rng.integers(4, VOCAB, k).tolist() + [3] for k in src_len]  # + EOS
+    src = [rng.integers(4, VOCAB, k).tolist() + [EOS_ID] for k in src_len]
     tgt = [rng.integers(4, VOCAB, k).tolist() for k in tgt_len]
     batches = []
     for idx in bucket_batches(src_len + 1, tgt_len + 1, max_tokens, rng)[:64]:
