@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-faults test-multinode lint format demo clean
+.PHONY: install test test-fast test-faults test-multinode lint format demo clean
 
 install: $(STAMP)
 
@@ -15,10 +15,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,ct2]"
 	touch $(STAMP)
 
-# import-linter's contracts (pyproject.toml: the module layers, no torch under the config) first
+# Tests run in WORKERS processes (one torch thread each), a test file per worker at a time.
+WORKERS ?= 2
+PYTEST := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
+
+# import-linter's contracts (pyproject.toml: the module layers, no torch under the config) first;
+# the 15 slowest tests are printed at the end
 test: $(STAMP)
 	$(BIN)/lint-imports
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+	$(PYTEST) --durations=15
+
+# the edit loop: everything but the tests marked slow (about a minute)
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow and not faults and not multinode"
 
 # Two torchrun agents rendezvous on localhost as two nodes (about a minute on 2 cores).
 test-multinode: $(STAMP)

@@ -5,7 +5,7 @@
 
 No preprocessing: synthetic token-bucketed batches (the real `bucket_batches`, lengths drawn
 around the corpus's ~27 tokens), the real model, fused loss, optimizer, clipping and schedule
-(`nmt.training.backward_group`, `make_optimizer`, `lr_lambda`). First an SDPA probe (host ms per
+(`nmt.training.backward_group`, `nmt.precision.make_optimizer`, `lr_lambda`). First an SDPA probe (host ms per
 call for new and repeated shapes, cuDNN attention on and off), then each variant in its own
 process:
 
@@ -163,6 +163,15 @@ def run_child(a, name: str, timeout: int) -> dict:
     return result
 
 
+def has_module(name: str) -> bool:
+    """Whether the nmt/ this process imported (this checkout's or --baseline's) has `nmt.<name>`:
+    asked of its files, since an editable install's finder imports a module missing from the
+    baseline from this checkout instead of failing."""
+    import nmt
+
+    return (Path(nmt.__file__).parent / f"{name}.py").is_file()
+
+
 def worker_options(a) -> dict:
     keys = ("device", "precision", "warmup", "steps", "profile_steps", "compile_cap")
     return {k: getattr(a, k) for k in keys}
@@ -224,7 +233,12 @@ class Setup:
         from nmt.models.backends import build_model
         from nmt.models.base import use_fast_cuda_kernels
         from nmt.optim import lr_lambda
-        from nmt.training import _autocast, make_optimizer
+
+        if has_module("precision"):
+            from nmt.precision import autocast, make_optimizer
+        else:  # an nmt from before nmt.precision (--baseline): they were nmt.training's
+            from nmt.training import _autocast as autocast
+            from nmt.training import make_optimizer
 
         self.a, self.spec = a, spec
         self.device = torch.device(a.device)
@@ -238,7 +252,7 @@ class Setup:
         self.optimizer = make_optimizer(self.model, self.cfg.train)
         schedule = lr_lambda(self.cfg.train, self.cfg.model.d_model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.autocast = _autocast(a.precision, self.device)
+        self.autocast = autocast(a.precision, self.device)
         self.batches, self.lengths = synthetic_batches(self.cfg.train.max_tokens)
         if spec.get("pad8"):
             self.batches = [(pin(pad_to_multiple(b, 8)), n) for b, n in self.batches]
@@ -387,7 +401,10 @@ class Setup:
 
     def compile_first_step(self) -> dict:
         """Compile as train.compile does; the time to the first step and each recompile."""
-        from nmt.training import Recompiles, compile_model
+        if has_module("compiling"):
+            from nmt.compiling import Recompiles, compile_model
+        else:  # an nmt from before nmt.compiling (--baseline)
+            from nmt.training import Recompiles, compile_model
 
         recompiles = Recompiles.install()
         compile_model(self.model)

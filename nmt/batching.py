@@ -113,6 +113,24 @@ class PairSampling:
         return np.concatenate(parts)
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one process of a run cuts its training batches: the token budget, the seed of the
+    epochs' order, its rank among `world` processes, subword `sampling` (with the `tokenizer`
+    that samples), the pairs' sampling temperature and weights, and each pair's target-language
+    tag id (a multilingual vocabulary)."""
+
+    max_tokens: int
+    seed: int
+    rank: int = 0
+    world: int = 1
+    sampling: Sampling | None = None
+    tokenizer: object = None
+    pair_temperature: float = 1.0
+    tags: list[int] | None = None
+    pair_weights: list[float] | None = None
+
+
 OVERSIZE = 1.1  # a sampled batch over max_tokens by more than this factor is split
 RECUT_WINDOW = 128  # consecutive sampled batches pooled and cut again on their sampled lengths
 
@@ -130,33 +148,22 @@ class TrainBatches:
     every rank, and the recut on (seed, epoch, window): a resumed run samples what the
     uninterrupted one did and no two ranks or sides share their draws."""
 
-    def __init__(
-        self,
-        ds,
-        max_tokens: int,
-        seed: int,
-        rank: int = 0,
-        world: int = 1,
-        sampling: Sampling | None = None,
-        tokenizer=None,
-        pair_temperature: float = 1.0,
-        tags: list[int] | None = None,
-        pair_weights: list[float] | None = None,
-    ):
+    def __init__(self, ds, plan: BatchPlan):
+        p = plan
         self.ds = ds
         self.src_len = read_lengths(ds, "src_len")
         self.tgt_len = read_lengths(ds, "tgt_len")
-        self.pairs = PairSampling.of(ds, pair_temperature, pair_weights)
+        self.pairs = PairSampling.of(ds, p.pair_temperature, p.pair_weights)
         # sampled sources start with their pair's target-language tag (multilingual vocabulary)
-        self.tags = None if not tags else (np.asarray(tags), read_lengths(ds, "pair"))
-        self.max_tokens, self.seed, self.rank, self.world = max_tokens, seed, rank, world
-        self.sampling, self.tokenizer = sampling, tokenizer
+        self.tags = None if not p.tags else (np.asarray(p.tags), read_lengths(ds, "pair"))
+        self.max_tokens, self.seed, self.rank, self.world = p.max_tokens, p.seed, p.rank, p.world
+        self.sampling, self.tokenizer = p.sampling, p.tokenizer
         table = getattr(ds, "data", None)
         self.columns = None  # memory-mapped list<int32> columns, read chunk by chunk
         self.texts = None  # and the text columns, with sampling
         if table is not None and getattr(ds, "_indices", None) is None:
             self.columns = [ChunkedRows(table.table.column(n)) for n in ("src_ids", "tgt_ids")]
-            if sampling is not None:
+            if p.sampling is not None:
                 self.texts = [TextRows(table.table.column(n)) for n in ("src_text", "tgt_text")]
         self.pages = MappedPages([f["filename"] for f in getattr(ds, "cache_files", [])])
         self.reads = 0

@@ -81,7 +81,7 @@ def _data(state: RunState) -> str:
             "vocabulary than this model (rewritten since, or another corpus).\n"
         )
     rows = ["## Training data\n", f"Data dir `{state.config.data.dir}`:\n"]
-    for split, c in meta.get("counts", {}).items():
+    for split, c in meta.counts.items():
         kept = c.get("kept", c.get("read", 0))
         tokens = c.get("tokens", {})
         pieces = (

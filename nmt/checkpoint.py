@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from nmt.config import Config, from_dict, to_dict
+from nmt import datadir, runlog
+from nmt.config import RESUME_FIXED, Config, from_dict, to_dict
 from nmt.errors import NMTError
 from nmt.files import atomic_write, temp_name
 from nmt.models import ModelConfig
@@ -232,6 +233,35 @@ def read_start(path: Path, model: ModelConfig, tokenizer: Tokenizer, optimizer: 
         raise NMTError(
             f"--init-from {path}: train.reset_optimizer=false needs the optimizer state, which "
             f"this inference-only checkpoint does not keep (give last.pt or a step-N.pt)"
+        )
+    return state
+
+
+def read_resume(run_dir: Path, cfg: Config) -> RunState:
+    """The newest checkpoint of `run_dir`, for `--resume` with `cfg`: it must keep the optimizer
+    state, its model section and the train settings `RESUME_FIXED` names must be `cfg`'s, and
+    its vocabulary the data dir's."""
+    last = latest(run_dir)
+    if last is None:
+        raise NMTError(f"--resume: no checkpoint in {run_dir}")
+    state = read(last)
+    if state.optimizer is None:
+        raise NMTError(f"--resume: {last} is inference-only (no optimizer state)")
+    if state.config.model != cfg.model:
+        raise NMTError(f"--resume: the model config differs from the one in {last}")
+    old, new = state.config.train, cfg.train
+    changed = [k for k in RESUME_FIXED if getattr(old, k) != getattr(new, k)]
+    if changed:
+        what = ", ".join(f"train.{k} ({getattr(old, k)} -> {getattr(new, k)})" for k in changed)
+        raise NMTError(
+            f"--resume cannot change {what}: the optimizer, schedule and batch order in "
+            f"{last} carry the run's values; give the values its {runlog.CONFIG} records, "
+            "or start a new run"
+        )
+    if datadir.load_tokenizer(cfg.data.dir).vocabulary != state.tokenizer.vocabulary:
+        raise NMTError(
+            f"--resume: the vocabulary of data dir {cfg.data.dir} is not the one "
+            f"{last} was trained with"
         )
     return state
 

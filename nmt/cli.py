@@ -17,8 +17,8 @@ import typer
 
 from nmt.demo import DEMO_MINUTES, DEMO_STEPS
 from nmt.errors import Interrupted, NMTError
-from nmt.export import MAX_BLEU_DROP, QUANTIZATIONS
-from nmt.search_options import SearchOptions
+from nmt.export import FORMATS, MAX_BLEU_DROP, QUANTIZATIONS
+from nmt.search_options import DecodeFlags, SearchOptions
 
 app = typer.Typer(
     name="nmt",
@@ -60,23 +60,26 @@ CHECKPOINT_HELP = (
 
 def _decode_flags(command):
     """Give `command` one flag per decoding option (`SearchOptions` fields with a flag in their
-    metadata: name, help and default come from there); the command receives them as one
-    `decode: SearchOptions`. `translate` and `evaluate` share them this way."""
+    metadata: name, help and default come from there); the command receives those given as one
+    `decode: DecodeFlags`, which override the model's decode section. `translate` and
+    `evaluate` share them this way."""
     fields = [f for f in dataclasses.fields(SearchOptions) if "flag" in f.metadata]
     flags = []
     for f in fields:
         name, short, hint = f.metadata["flag"], f.metadata["short"], _DECODE_HINTS[f.name]
         decl = f"{name}/--no-{name[2:]}" if hint is bool else name
-        option = typer.Option(f.default, decl, *([short] if short else []), help=f.metadata["help"])
+        shown = f.metadata.get("shown", f.default)
+        text = f"{f.metadata['help']} [default: the model's, else {shown}]"
+        option = typer.Option(None, decl, *([short] if short else []), help=text)
         flags.append(
             inspect.Parameter(
-                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint | None
             )
         )
 
     @functools.wraps(command)
     def with_decode(*args, **kwargs):
-        decode = SearchOptions(**{f.name: kwargs.pop(f.name) for f in fields})
+        decode = DecodeFlags(**{f.name: kwargs.pop(f.name) for f in fields})
         return command(*args, decode=decode, **kwargs)
 
     own = [p for p in inspect.signature(command).parameters.values() if p.name != "decode"]
@@ -147,77 +150,13 @@ def preprocess(
     force: bool = typer.Option(False, help="Overwrite an existing data dir."),
 ) -> None:
     """Clean parallel data, train SentencePiece and write an encoded data dir."""
-    from nmt.data import CorpusInputs, Pair, PreprocessOptions, preprocess, read_data_spec
+    flags = dict(locals())  # every flag above, by its parameter name
+    from nmt.preprocess import PreprocessOptions, preprocess
+    from nmt.sources import CorpusInputs
 
-    inputs = CorpusInputs(
-        train_prefix=train_prefix,
-        valid_prefix=valid_prefix,
-        test_prefix=test_prefix,
-        train_file=train_file,
-        valid_file=valid_file,
-        test_file=test_file,
-        src_column=src_column,
-        tgt_column=tgt_column,
-        hub=hub,
-        hub_config=hub_config,
-        hub_splits=hub_splits,
-    )
-    vocabulary = {
-        "vocab_size": vocab_size,
-        "model_type": model_type,
-        "joint": joint,
-        "character_coverage": character_coverage,
-        "byte_fallback": byte_fallback,
-        "input_sentence_size": input_sentence_size,
-    }
-    given = {k: v for k, v in vocabulary.items() if v is not None}
-    if spm_model is not None and given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise NMTError(f"{flags}: options of a new SentencePiece model, not of --spm-model")
-    if data_spec is not None:
-        given_inputs = [k for k, v in dataclasses.asdict(inputs).items() if v is not None]
-        if src or tgt or pair or given_inputs:
-            raise NMTError("--data-spec lists the pairs and their files: leave out the others")
-        multi = read_data_spec(data_spec)
-        (src, tgt), one = (multi[0].src, multi[0].tgt), False
-    else:
-        pairs = _language_pairs(src, tgt, pair)
-        if len(pairs) > 1 and (src_column or tgt_column):
-            raise NMTError(
-                "--src-column/--tgt-column name one pair's columns: not with several --pair"
-            )
-        multi = tuple(Pair(a, b, inputs.sources(a, b)) for a, b in pairs) if len(pairs) > 1 else ()
-        (src, tgt), one = pairs[0], not multi
-    opts = PreprocessOptions(
-        src_lang=src if one else "",
-        tgt_lang=tgt if one else "",
-        pairs=multi,
-        **given,
-        spm_model=str(spm_model) if spm_model is not None else None,
-        max_len=max_len,
-        max_ratio=max_ratio,
-        dedupe=dedupe,
-        num_proc=num_proc,
-        sources=inputs.sources(src, tgt) if one else {},
-    )
-    preprocess(opts, out, force=force, log=_say)
-
-
-def _language_pairs(src, tgt, pairs) -> list[tuple[str, str]]:
-    """(source, target) codes from --src/--tgt or from each --pair SRC:TGT."""
-    if pairs and (src or tgt):
-        raise NMTError("give --pair SRC:TGT or --src/--tgt, not both")
-    if not pairs:
-        if not (src and tgt):
-            raise NMTError("give the languages: --src and --tgt, or --pair SRC:TGT")
-        return [(src, tgt)]
-    out = []
-    for p in pairs:
-        a, sep, b = p.partition(":")
-        if not sep or not a.strip() or not b.strip() or ":" in b:
-            raise NMTError(f"--pair {p!r} must look like SRC:TGT (e.g. en:de)")
-        out.append((a.strip(), b.strip()))
-    return out
+    out, force = flags.pop("out"), flags.pop("force")
+    corpus = CorpusInputs(**{f.name: flags.pop(f.name) for f in dataclasses.fields(CorpusInputs)})
+    preprocess(PreprocessOptions.from_inputs(corpus, **flags), out, force=force, log=_say)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -313,7 +252,7 @@ def translate(
         help="The language to write: required for a multilingual model with several targets "
         "(an error names them), else its one target.",
     ),
-    decode: SearchOptions = SearchOptions(),
+    decode: DecodeFlags = DecodeFlags(),
 ) -> None:
     """Translate files or stdin, one output line per input line, in order."""
     from nmt.attention_views import Views
@@ -332,14 +271,16 @@ def translate(
     views = Views(attention_layer, attention_heads, self_attention)
     attention = AttentionOutput(alignment=alignment, plot_dir=attention_plot, views=views)
     runtime = RuntimeOptions(device=device, threads=threads)
-    decode = dataclasses.replace(decode, tgt_lang=tgt_lang)
-    run_translation(_one_or_many(ckpt), streams, decode, runtime, attention, log=_say)
+    run_translation(
+        _one_or_many(ckpt), streams, decode, runtime, attention, log=_say, tgt_lang=tgt_lang
+    )
 
 
 @app.command()
 def export(
     ckpt: Path = typer.Argument(..., help="Transformer checkpoint (a .pt file of a run dir)."),
-    output: Path = typer.Option(..., "--output", "-o", help="CTranslate2 model dir to write."),
+    output: Path = typer.Option(..., "--output", "-o", help="Model dir to write."),
+    format: str = typer.Option(FORMATS[0], help=f"Export format: {', '.join(FORMATS)}."),
     quantization: str = typer.Option("float32", help=f"Weight type: {', '.join(QUANTIZATIONS)}."),
     force: bool = typer.Option(False, help="Replace an existing output dir."),
     valid: tuple[Path, Path] | None = typer.Option(
@@ -353,7 +294,7 @@ def export(
     check it against the torch model and write its MODEL_CARD.md."""
     from nmt.export import export as run_export
 
-    manifest = run_export(ckpt, output, quantization, force, valid, max_bleu_drop)
+    manifest = run_export(ckpt, output, quantization, force, valid, max_bleu_drop, format)
     _say(f"exported {ckpt} ({quantization}) to {output}; {_parity_line(manifest['parity'])}")
 
 
@@ -381,7 +322,11 @@ def score(
     ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
-    batch_tokens: int = typer.Option(4000, help="Tokens per batch."),
+    batch_tokens: int | None = typer.Option(
+        None,
+        help="Tokens per batch [default: the model's decode section, else "
+        f"{SearchOptions().batch_tokens}].",
+    ),
     tgt_lang: str | None = typer.Option(
         None, help="The language to write, for a multilingual model (its languages: nmt card)."
     ),
@@ -415,12 +360,16 @@ def evaluate(
         None, help="Reference file (with --source or --hypothesis)."
     ),
     hypothesis: Path | None = typer.Option(None, help="Score this existing hypothesis file."),
-    tgt_lang: str | None = typer.Option(None, help="Target language (picks the BLEU tokenizer)."),
+    tgt_lang: str | None = typer.Option(
+        None,
+        help="The language written (default: the data dir's target, else the model's): a "
+        "multilingual model's target, and the BLEU tokenizer's language.",
+    ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the translations here."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the scores as JSON here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
-    decode: SearchOptions = SearchOptions(),
+    decode: DecodeFlags = DecodeFlags(),
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, TER) against references."""
     from nmt.evaluate import EvalInputs, EvalOutputs, format_table
@@ -508,16 +457,24 @@ def demo(
     run_demo(out, steps=steps, minutes=minutes, log=_say)
 
 
+def exit_status(e: BaseException) -> int | None:
+    """The exit status of a command that raised `e`, its one line said on stderr: a user error
+    is 1, Ctrl-C 130; None for anything else (a bug: let it raise)."""
+    if isinstance(e, NMTError):
+        _say(f"nmt: error: {e}")
+        return 1
+    if isinstance(e, KeyboardInterrupt):
+        _say("nmt: interrupted")
+        return 130
+    return None
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 1."""
     try:
         app()
-    except NMTError as e:
-        _say(f"nmt: error: {e}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        _say("nmt: interrupted")
-        sys.exit(130)
+    except (NMTError, KeyboardInterrupt) as e:
+        sys.exit(exit_status(e))
     except BrokenPipeError:
         # Output closed early (e.g. piped into `head`): exit quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)

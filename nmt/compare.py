@@ -98,8 +98,8 @@ def _run_inputs(a: Path, b: Path) -> Inputs:
         inputs.notes.append("the two runs were evaluated on different test sets")
         return inputs
     inputs.srcs, inputs.refs, inputs.data_dir = text_lines(src), text_lines(ref), data_dir
-    meta = datadir.meta_if_any(data_dir) or {}
-    inputs.tgt_lang = (runs[0].results or {}).get("tgt_lang") or meta.get("tgt_lang")
+    meta = datadir.meta_if_any(data_dir) or datadir.Meta()
+    inputs.tgt_lang = (runs[0].results or {}).get("tgt_lang") or meta.tgt_lang
     for side, hyp in zip(inputs.sides, (hyp_a, hyp_b)):
         _read_side(side, hyp, len(inputs.srcs), inputs.notes)
     return inputs

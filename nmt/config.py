@@ -20,6 +20,7 @@ from nmt.errors import NMTError
 from nmt.files import write_text
 from nmt.models import CONFIGS, DEFAULT_BACKEND, ModelConfig
 from nmt.optim import METRICS, OPTIMIZERS, SCHEDULES
+from nmt.search_options import SearchOptions
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class TrainConfig:
     compile: bool = False
     valid_every: int = 1000  # steps
     valid_bleu: bool = True
+    # the beam of validation's search; the rest of that search comes from the decode section
     valid_beam: int = 1
     valid_max_sentences: int = 0  # 0: the whole validation set
     best_metric: str = field(default="bleu", metadata=CARRIED)
@@ -134,6 +136,16 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=CONFIGS[DEFAULT_BACKEND])
     train: TrainConfig = field(default_factory=TrainConfig)
+    # how the model translates unless told otherwise: translate/evaluate/score and validation
+    # start from it, flags override it; it travels in checkpoints and exports
+    decode: SearchOptions = field(default_factory=SearchOptions)
+
+    def __post_init__(self):
+        if self.decode.attention:
+            raise NMTError(
+                "decode.attention is not a setting: translate --alignment or --attention-plot "
+                "asks for attention weights"
+            )
 
 
 def model_from_dict(data: Any) -> ModelConfig:

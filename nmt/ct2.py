@@ -6,72 +6,22 @@ search ranked by the GNMT length penalty, n-best with scores, sampling, n-gram b
 attention for alignments. CTranslate2 normalises scores by `len ** penalty`, not GNMT's
 `((5 + len) / 6) ** alpha`, so beam search runs unnormalised with every finished hypothesis kept
 (`num_hypotheses = beam`), and they are ranked here by GNMT.
-
-This module also owns the export dir's format: its manifest (`MANIFEST`), written by
-`nmt.export` through `write_manifest` and checked by every load.
+The export dir's manifest is `nmt.export_dir`'s; `nmt.runtimes` opens dirs of its `CTRANSLATE2`
+format here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from nmt.config import Config, from_dict
 from nmt.errors import NMTError
+from nmt.export_dir import read_manifest
 from nmt.flags import Calibration
+from nmt.length_batches import length_batches
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import EOS_ID, Tokenizer
 from nmt.translator import RuntimeOptions, TranslatorBase
-
-MANIFEST = "nmt-export.json"
-MANIFEST_FORMAT, MANIFEST_VERSION = "nmt-ctranslate2", 1
-
-
-def write_manifest(export_dir: Path, tokenizer: Tokenizer, fields: dict) -> dict:
-    """Write the SentencePiece model(s) and the manifest listing every file of the dir."""
-    from nmt import datadir  # only when exporting: translating starts without it
-
-    d = Path(export_dir)
-    protos = datadir.spm_protos(tokenizer)
-    for name, proto in protos.items():
-        (d / name).write_bytes(proto)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        **fields,
-        "joint_vocab": tokenizer.joint,
-        "spm": {name: hashlib.sha256(proto).hexdigest() for name, proto in protos.items()},
-    }
-    manifest["files"] = sorted(p.name for p in d.iterdir()) + [MANIFEST]
-    (d / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
-
-
-def read_manifest(export_dir: Path) -> dict:
-    """The manifest of an export dir, after checking that every file it lists is there intact."""
-    d = Path(export_dir)
-    if not (d / MANIFEST).is_file():
-        raise NMTError(
-            f"{d}: not an nmt export directory (no {MANIFEST}); make one with: "
-            f"nmt export CHECKPOINT -o {d}"
-        )
-    try:
-        manifest = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
-        files, spm = list(manifest["files"]), dict(manifest["spm"])
-        dict(manifest["config"])  # what `CT2Translator.open` builds the config from
-    except (ValueError, KeyError, TypeError):
-        raise NMTError(f"{d / MANIFEST}: corrupt manifest; re-run nmt export") from None
-    missing = [f for f in files if not (d / f).is_file()]
-    if missing:
-        raise NMTError(f"{d}: export is incomplete, {missing[0]} is missing; re-run nmt export")
-    for name, digest in spm.items():
-        if hashlib.sha256((d / name).read_bytes()).hexdigest() != digest:
-            raise NMTError(
-                f"{d / name}: SentencePiece model does not match the exported model "
-                "(the file was replaced); re-run nmt export"
-            )
-    return manifest
 
 
 class CT2Translator(TranslatorBase):
@@ -145,7 +95,7 @@ class CT2Translator(TranslatorBase):
         largest limit in it; with `keys`, the sentences of a batch share their key."""
         order = sorted(range(len(ids)), key=lambda i: (limits[i], len(ids[i])))
         results: list[list] = [[] for _ in ids]
-        for batch in _groups(order, [len(s) for s in ids], opts.budget(), keys):
+        for batch in length_batches([len(s) for s in ids], opts.budget(), order, keys):
             limit = max(limits[j] for j in batch)
             for j, hyps in zip(batch, self._batch([ids[j] for j in batch], opts, limit)):
                 results[j] = hyps
@@ -193,7 +143,7 @@ class CT2Translator(TranslatorBase):
         src, tgt = self.tokenizer.src, self.tokenizer.tgt
         size = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids)]
         totals = [0.0] * len(src_ids)
-        for batch in _groups(sorted(range(len(size)), key=lambda i: size[i]), size, batch_tokens):
+        for batch in length_batches(size, batch_tokens):
             results = self.model.score_batch(
                 [[src.id_to_piece(t) for t in src_ids[j]] for j in batch],
                 [[tgt.id_to_piece(t) for t in tgt_ids[j]] for j in batch],
@@ -231,18 +181,3 @@ class CT2Translator(TranslatorBase):
                 att = np.asarray(result.attention[k], dtype=np.float32)  # (steps, S)
             hyps.append(Hypothesis(tokens, score, att, ended))
         return sorted(hyps, key=lambda h: -h.score)[: opts.n_best]
-
-
-def _groups(order: list[int], width: list[int], budget: int, keys: list | None = None):
-    """Consecutive runs of `order` whose count times the widest item's width (items come
-    sorted by width) stays within `budget`; with `keys`, the items of a run share their key."""
-    batch: list[int] = []
-    for i in order:
-        if batch and (
-            (keys is not None and keys[i] != keys[batch[0]]) or width[i] * (len(batch) + 1) > budget
-        ):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch

@@ -14,8 +14,10 @@ This module owns the names and the layout; everyone else calls it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.errors import NMTError
@@ -47,6 +49,63 @@ def has_text(ds) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# The meta
+
+
+@dataclass(frozen=True)
+class MetaPair:
+    """One language pair of a multilingual data dir (an entry of the meta's `pairs`)."""
+
+    src: str
+    tgt: str
+    weight: float = 1.0  # its share of training draws (`--data-spec`)
+    counts: dict = field(default_factory=dict)  # by split, as `Meta.counts`
+    sources: dict = field(default_factory=dict)  # by split: the `Source` fields
+
+
+@dataclass(frozen=True)
+class Meta:
+    """`meta.json`: what `nmt preprocess` wrote and with which options. Keys an older data dir
+    lacks take these defaults; keys this version does not know are ignored."""
+
+    format: int = FORMAT_VERSION
+    src_lang: str | None = None  # None where a multilingual data dir has several
+    tgt_lang: str | None = None
+    joint_vocab: bool = True
+    src_vocab_size: int = 0
+    tgt_vocab_size: int = 0
+    counts: dict = field(default_factory=dict)  # split -> read, kept, tokens, unk, words, dropped
+    options: dict = field(default_factory=dict)  # the preprocess options, as written
+    sources: dict = field(default_factory=dict)  # split -> the `Source` fields (bilingual)
+    fingerprint: str | None = None  # of the inputs and options (an up-to-date data dir is reused)
+    pairs: tuple[MetaPair, ...] | None = None  # a multilingual data dir's pairs
+    pair_rows: dict | None = None  # with `pairs`: split -> pair name -> [start, end)
+    spm_model: str | None = None  # the reused SentencePiece model (`--spm-model`)
+    spm_reference: dict | None = None  # with `spm_model`: the coverage of its original corpus
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Meta:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in d.items() if k in known}
+        if kept.get("pairs") is not None:
+            names = {f.name for f in dataclasses.fields(MetaPair)}
+            kept["pairs"] = tuple(
+                MetaPair(**{k: v for k, v in p.items() if k in names}) for p in kept["pairs"]
+            )
+        return cls(**kept)
+
+    def to_dict(self) -> dict:
+        """The JSON object, keys in field order; the multilingual and `--spm-model` keys only
+        where they apply."""
+        d = dataclasses.asdict(self)
+        if self.pairs is None:
+            del d["pairs"], d["pair_rows"]
+        if self.spm_model is None:
+            del d["spm_model"], d["spm_reference"]
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
 # Names
 
 
@@ -73,13 +132,11 @@ def split_dir(data_dir: Path, split: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing (into a work dir that `nmt.data` renames into place)
+# Writing (into a work dir that `nmt.preprocess` renames into place)
 
 
-def write_meta(data_dir: Path, meta: dict) -> None:
-    (Path(data_dir) / META).write_text(
-        json.dumps({"format": FORMAT_VERSION, **meta}, indent=2) + "\n"
-    )
+def write_meta(data_dir: Path, meta: Meta) -> None:
+    (Path(data_dir) / META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
 
 
 def spm_path(data_dir: Path, side: str, joint: bool) -> Path:
@@ -120,14 +177,14 @@ def write_dataset_info(split_path: Path, rows: int) -> None:
 # Reading
 
 
-def read_meta(data_dir: Path) -> dict:
+def read_meta(data_dir: Path) -> Meta:
     meta = meta_if_any(data_dir)
     if meta is None:
         raise NMTError(f"not a data dir (no {META}): {data_dir}; run `nmt preprocess` first")
     return meta
 
 
-def meta_if_any(data_dir: Path) -> dict | None:
+def meta_if_any(data_dir: Path) -> Meta | None:
     """The data dir's meta, or None when it has none (a report on a moved data dir)."""
     path = Path(data_dir) / META
     if not path.is_file():
@@ -138,42 +195,45 @@ def meta_if_any(data_dir: Path) -> dict | None:
         raise NMTError(f"{path}: unreadable ({str(e)[:80]}); re-run nmt preprocess") from None
     if not isinstance(meta, dict):
         raise NMTError(f"{path}: not a data dir's meta; re-run nmt preprocess")
-    return meta
+    try:
+        return Meta.from_dict(meta)
+    except (TypeError, AttributeError):  # a pair that is not an object with its languages
+        raise NMTError(f"{path}: not a data dir's meta; re-run nmt preprocess") from None
 
 
-def languages(meta: dict) -> dict:
+def languages(meta: Meta) -> dict:
     """What a checkpoint keeps of the data dir's meta: src_lang, tgt_lang (None where a
     multilingual data dir has several), joint_vocab, its language pairs where there are
     several, and how well the vocabulary covers the corpus it was trained on (`spm_reference`)
     where known."""
-    kept = {k: meta[k] for k in ("src_lang", "tgt_lang", "joint_vocab")}
-    if "pairs" in meta:
-        kept["pairs"] = [p["src"] + ":" + p["tgt"] for p in meta["pairs"]]
+    kept = {"src_lang": meta.src_lang, "tgt_lang": meta.tgt_lang, "joint_vocab": meta.joint_vocab}
+    if meta.pairs is not None:
+        kept["pairs"] = [p.src + ":" + p.tgt for p in meta.pairs]
     reference = spm_reference(meta)
     return kept | ({"coverage": reference} if reference else {})
 
 
-def pairs(meta: dict) -> list[tuple[str | None, str | None]]:
+def pairs(meta: Meta) -> list[tuple[str | None, str | None]]:
     """The (source, target) languages of each pair of a data dir, in the order of its `pair`
     column: one for a bilingual data dir."""
-    if "pairs" in meta:
-        return [(p["src"], p["tgt"]) for p in meta["pairs"]]
-    return [(meta.get("src_lang"), meta.get("tgt_lang"))]
+    if meta.pairs is not None:
+        return [(p.src, p.tgt) for p in meta.pairs]
+    return [(meta.src_lang, meta.tgt_lang)]
 
 
-def pair_weights(meta: dict) -> list[float]:
+def pair_weights(meta: Meta) -> list[float]:
     """Each pair's sampling weight (`--data-spec`), in the order of the `pair` column."""
-    return [float(p.get("weight", 1.0)) for p in meta.get("pairs", [{}])]
+    return [float(p.weight) for p in meta.pairs] if meta.pairs is not None else [1.0]
 
 
-def pair_names(meta: dict) -> dict[str, tuple[str | None, str | None]]:
+def pair_names(meta: Meta) -> dict[str, tuple[str | None, str | None]]:
     """Each pair's (source, target) languages by its name ("en-de")."""
     return {f"{a}-{b}": (a, b) for a, b in pairs(meta)}
 
 
-def pair_rows(meta: dict, split: str) -> dict[str, tuple[int, int]]:
+def pair_rows(meta: Meta, split: str) -> dict[str, tuple[int, int]]:
     """A multilingual split's rows by pair name ("en-de": [start, end)); {} for a bilingual one."""
-    return {name: (a, b) for name, (a, b) in meta.get("pair_rows", {}).get(split, {}).items()}
+    return {name: (a, b) for name, (a, b) in (meta.pair_rows or {}).get(split, {}).items()}
 
 
 def coverage(counts: dict) -> dict | None:
@@ -192,10 +252,10 @@ def coverage(counts: dict) -> dict | None:
     return out
 
 
-def spm_reference(meta: dict) -> dict | None:
+def spm_reference(meta: Meta) -> dict | None:
     """The coverage of the corpus the data dir's SentencePiece model was trained on: its own
     training split's, or the original corpus's when the model was reused (`--spm-model`)."""
-    return meta.get("spm_reference") or coverage(meta.get("counts", {}).get("train", {}))
+    return meta.spm_reference or coverage(meta.counts.get("train", {}))
 
 
 def has_split(data_dir: Path, split: str) -> bool:

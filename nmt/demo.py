@@ -76,12 +76,13 @@ def run_demo(
     """Run every step into `out`, then check the result (`check`, an `NMTError` naming what
     is wrong); returns the paths of what it made and the check's findings."""
     from nmt import checkpoint, runlog
-    from nmt.data import PreprocessOptions, Source, preprocess
     from nmt.demo_corpus import write_corpus
     from nmt.evaluate import EvalInputs, EvalOutputs, evaluate, format_table
     from nmt.files import read_text_lines
+    from nmt.preprocess import PreprocessOptions, preprocess
     from nmt.report import write_report
     from nmt.search_options import SearchOptions
+    from nmt.sources import Source
     from nmt.training import train
     from nmt.translate import AttentionOutput, TranslateIO, run_translation
     from nmt.translator import RuntimeOptions

@@ -13,7 +13,7 @@ from nmt.files import one_line, read_text_lines, write_text
 from nmt.flags import json_line, summary
 from nmt.runtimes import open_translator
 from nmt.scores import bleu, score
-from nmt.search_options import SearchOptions
+from nmt.search_options import DecodeFlags, SearchOptions
 from nmt.translator import NOTE_KINDS, LineNote, RuntimeOptions
 
 
@@ -29,7 +29,9 @@ class EvalInputs:
     source: Path | None = None
     reference: Path | None = None
     hypothesis: Path | None = None
-    tgt_lang: str | None = None  # picks the BLEU tokenizer (default: the data dir's target)
+    # the language written (default: the data dir's target, else the model's): what a
+    # multilingual model is asked to write, and so the BLEU tokenizer
+    tgt_lang: str | None = None
 
     def __post_init__(self):
         if self.hypothesis is not None:
@@ -60,21 +62,23 @@ class EvalOutputs:
 
 def evaluate(
     inputs: EvalInputs,
-    decode: SearchOptions = SearchOptions(),
+    flags: DecodeFlags = DecodeFlags(),
     runtime: RuntimeOptions = RuntimeOptions(),
     outputs: EvalOutputs = EvalOutputs(),
 ) -> dict:
-    """Translate a split (or source file) with a checkpoint, or take a hypothesis file; score it."""
+    """Translate a split (or source file) with a checkpoint (its decode section under `flags`),
+    or take a hypothesis file; score it."""
     result: dict = {}
     tgt_lang = inputs.tgt_lang
     if inputs.hypothesis is not None:
-        if decode != SearchOptions() or outputs.output is not None:
+        if flags != DecodeFlags() or outputs.output is not None:
             raise NMTError("--hypothesis scores a file: decoding flags and -o do not apply")
         hyps, refs = read_text_lines(inputs.hypothesis), read_text_lines(inputs.reference)
     else:
-        if decode.n_best > 1:
+        if flags.n_best is not None and flags.n_best > 1:
             raise NMTError("evaluate scores the best hypothesis of each line: leave out --n-best")
         translator = open_translator(inputs.checkpoint, runtime)
+        decode = replace(translator.options(flags), n_best=1)
         result["checkpoint"] = _resolved(inputs.checkpoint)
         translator.seed(decode.seed)
         source, reference = inputs.source, inputs.reference
@@ -91,15 +95,14 @@ def evaluate(
             if datadir.pair_rows(meta, inputs.split):
                 return _evaluate_pairs(translator, meta, inputs, decode, outputs, result)
             _check_languages(translator, meta, data_dir)
-            tgt_lang = tgt_lang or meta["tgt_lang"]
+            tgt_lang = tgt_lang or meta.tgt_lang
         tgt_lang = tgt_lang or translator.tgt_lang  # what the model was trained to write
         result["tgt_lang"] = tgt_lang
         srcs, refs = read_text_lines(source), read_text_lines(reference)
         result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
             raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
-        lang = tgt_lang if translator.tokenizer.tags else None  # a multilingual model's target
-        best = _translate(translator, srcs, replace(decode, tgt_lang=lang), result)
+        best = _translate(translator, srcs, decode, result, tgt_lang)
         hyps = [t.text for t in best]
         flags = [t.flags for t in best]
         result["trust_flags"] = summary(flags, hyps, refs, lambda h, r: bleu(h, r, tgt_lang))
@@ -127,7 +130,7 @@ def _evaluate_pairs(translator, meta, inputs: EvalInputs, decode, outputs, resul
     for name in chosen:
         (start, end), lang = rows[name], names[name][1]
         one = {"tgt_lang": lang}
-        best = _translate(translator, srcs[start:end], replace(decode, tgt_lang=lang), one)
+        best = _translate(translator, srcs[start:end], decode, one, lang)
         hyps = [t.text for t in best]
         hyps_all += hyps
         one.update(score(hyps, refs[start:end], lang))
@@ -165,10 +168,10 @@ def flags_file(hyp: Path) -> Path:
     return hyp.with_name(hyp.name + ".flags.jsonl")
 
 
-def _check_languages(translator, meta: dict, data_dir) -> None:
+def _check_languages(translator, meta: datadir.Meta, data_dir) -> None:
     """A data dir of another language pair than the model's is refused before any work."""
     model = (translator.src_lang, translator.tgt_lang)
-    data = (meta.get("src_lang"), meta.get("tgt_lang"))
+    data = (meta.src_lang, meta.tgt_lang)
     if (
         all(model)
         and all(data)
@@ -180,16 +183,17 @@ def _check_languages(translator, meta: dict, data_dir) -> None:
         )
 
 
-def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict) -> list:
-    """The best `Translation` of each line, timed into `result`, with how many lines each kind
-    of `LineNote` was heard for."""
+def _translate(translator, srcs: list[str], decode: SearchOptions, result: dict, tgt_lang) -> list:
+    """The best `Translation` of each line into `tgt_lang`, timed into `result`, with how many
+    lines each kind of `LineNote` was heard for."""
     notes = dict.fromkeys(NOTE_KINDS, 0)
 
     def count(note: LineNote) -> None:
         notes[note.kind] += 1
 
     t0 = time.perf_counter()
-    best = [r[0] for r in translator.translate_detailed(srcs, decode, warn=count)]
+    found = translator.translate_detailed(srcs, decode, warn=count, tgt_lang=tgt_lang)
+    best = [r[0] for r in found]
     seconds = time.perf_counter() - t0
     result.update(
         beam=decode.beam, seconds=round(seconds, 2), sents_per_s=round(len(srcs) / seconds, 1)

@@ -154,9 +154,9 @@ def _read_buckets(run: Run) -> None:
             f"{hyp.name} has {len(hyps)} lines for {len(srcs)} source lines: no BLEU by length"
         )
         return
-    meta = datadir.meta_if_any(data_dir)
+    meta = datadir.meta_if_any(data_dir) or datadir.Meta()
     # the language evaluate scored with, else the data's
-    tgt_lang = (run.results or {}).get("tgt_lang") or (meta or {}).get("tgt_lang")
+    tgt_lang = (run.results or {}).get("tgt_lang") or meta.tgt_lang
     try:
         lengths = source_lengths(srcs, data_dir)
     except (OSError, RuntimeError) as e:

@@ -44,8 +44,8 @@ def run_scoring(
     target: Path | None,
     output: Path | None = None,
     runtime: RuntimeOptions = RuntimeOptions(),
-    batch_tokens: int = 4000,
-    tgt_lang: str | None = None,  # a multilingual model's target (its source tag)
+    batch_tokens: int | None = None,  # default: the model's decode section's
+    tgt_lang: str | None = None,  # the language of the targets (a multilingual model's tag)
 ) -> int:
     """Score every pair before writing anything; returns the number of pairs."""
     srcs, tgts = read_pairs(source, target)  # line counts checked before the model loads

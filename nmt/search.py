@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nmt.batching import bucket_batches, collate, pad
+from nmt.batching import collate, pad
 from nmt.constraints import Phrases
+from nmt.length_batches import length_batches
 from nmt.models.base import select_batch, src_mask_of
 from nmt.search_options import Hypothesis, SearchOptions, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -55,7 +56,7 @@ def decode_corpus(
     `opts.budget()` source tokens; results in input order. `constraints`: per sentence."""
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     lengths = [len(s) for s in src_ids]
-    for idx in bucket_batches(lengths, lengths, opts.budget()):
+    for idx in length_batches(lengths, opts.budget()):
         batch = [src_ids[i] for i in idx]
         batch_constraints = None if constraints is None else [constraints[i] for i in idx]
         if batch_constraints is not None and not any(batch_constraints):
@@ -76,7 +77,9 @@ def score_corpus(
     totals = [0.0] * len(src_ids)
     src_lens = [len(s) for s in src_ids]
     tgt_lens = [len(t) + 1 for t in tgt_ids]
-    for idx in bucket_batches(src_lens, tgt_lens, budget):
+    widths = [max(s, t) for s, t in zip(src_lens, tgt_lens)]
+    order = sorted(range(len(widths)), key=lambda i: (widths[i], tgt_lens[i], src_lens[i]))
+    for idx in length_batches(widths, budget, order):
         src, tgt_in, tgt_out, _ = collate(
             [src_ids[i] for i in idx], [tgt_ids[i] for i in idx], device
         )

@@ -1,34 +1,38 @@
 """Decode options: what a search is asked to do, with the one set of defaults that the CLI's
-`translate` and `evaluate`, the Python API and validation during training share; and what a
-search returns. Free of torch, so that the CTranslate2 runtime never imports it.
+`translate`, `evaluate` and `score`, the Python API, a config's `decode` section and validation
+during training share; and what a search returns. Free of torch, so that the CTranslate2 runtime
+never imports it.
 
 Each field's metadata names its command-line flag and help text (`nmt.cli` builds the flags of
-both commands from it).
+the commands from it). A model carries its `decode` section (`Config.decode`, saved in run dirs,
+checkpoints and exports); `DecodeFlags` holds the options given explicitly (flags, an API call),
+which override it.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 from nmt.errors import NMTError
 
 BEAM = 5  # default beam size (1 when sampling)
+BATCH_TOKENS = 4000  # source tokens per decoding (and scoring) batch
 SAMPLING_ONLY = ("temperature", "top_k", "top_p", "seed")  # fields that only sampling reads
 
 
-def _flag(flag: str, help: str, short: str | None = None) -> dict:
-    return {"flag": flag, "short": short, "help": help}
+def _flag(flag: str, help: str, short: str | None = None, shown=None) -> dict:
+    """A field's command-line flag: its name, short name, help, and the default it shows where
+    the field's own default (None) stands for one that depends on other options."""
+    return {"flag": flag, "short": short, "help": help} | ({"shown": shown} if shown else {})
 
 
 @dataclass(frozen=True)
 class SearchOptions:
     beam: int | None = field(
         default=None,
-        metadata=_flag(
-            "--beam", f"Beam size (1: greedy) [default: {BEAM}; 1 with --sample].", "-b"
-        ),
+        metadata=_flag("--beam", "Beam size (1: greedy; sampling draws with 1).", "-b", shown=BEAM),
     )
     alpha: float = field(
         default=0.6, metadata=_flag("--length-penalty", "GNMT length penalty alpha (0: none).")
@@ -56,12 +60,10 @@ class SearchOptions:
         default=0, metadata=_flag("--no-repeat-ngram", "Block repeated n-grams of this size.")
     )
     batch_tokens: int = field(
-        default=4000, metadata=_flag("--batch-tokens", "Source tokens per batch.")
+        default=BATCH_TOKENS, metadata=_flag("--batch-tokens", "Source tokens per batch.")
     )
     seed: int = field(default=1, metadata=_flag("--seed", "Random seed for sampling."))
-    attention: bool = False  # return attention weights of the chosen hypotheses
-    # the language to write, for a multilingual model (its source tag; `translate --tgt-lang`)
-    tgt_lang: str | None = None
+    attention: bool = False  # return attention weights of the chosen hypotheses (no flag)
 
     def __post_init__(self):
         if self.beam is None:
@@ -121,6 +123,52 @@ class SearchOptions:
         path starts without it)."""
         a, b = _f32(self.max_len_a), _f32(self.max_len_b)
         return [min(max(int(_f32(_f32(a * n) + b)), 1), max_len) for n in src_lens]
+
+
+FLAGGED = tuple(f.name for f in fields(SearchOptions) if "flag" in f.metadata)  # the options
+_DEFAULTS = {f.name: f.default for f in fields(SearchOptions)}
+
+
+def _over(self, base: SearchOptions) -> SearchOptions:
+    """`base` (a model's decode section) with the options given here: a given option wins; a
+    setting of the model's that the search asked for here would refuse (sampling settings under
+    a search, a length penalty at beam 1, n-best beyond the beam) falls back to its default."""
+    given = {k: getattr(self, k) for k in FLAGGED if getattr(self, k) is not None}
+    values = {k: getattr(base, k) for k in FLAGGED} | given
+    if "beam" in given and "sample" not in given:
+        values["sample"] = False  # a beam asks for a search
+    if "sample" in given and "beam" not in given:
+        values["beam"] = None  # the mode's own beam
+    beam = values["beam"] or (1 if values["sample"] else BEAM)
+    keep = set(given)
+    for name in FLAGGED:
+        refused = (
+            (name in SAMPLING_ONLY and not values["sample"])
+            or (name == "alpha" and beam == 1)
+            or (name == "n_best" and (values["sample"] or values["n_best"] > beam))
+        )
+        if refused and name not in keep:
+            values[name] = _DEFAULTS[name]
+    return SearchOptions(**values, attention=base.attention)
+
+
+def _decode_flags_class():
+    """`DecodeFlags`: every `SearchOptions` option as an optional field (None: not given), so a
+    new option reaches the flags and the APIs built from this class without new code."""
+    import typing
+
+    hints = typing.get_type_hints(SearchOptions)
+    cls = make_dataclass(
+        "DecodeFlags",
+        [(name, hints[name] | None, field(default=None)) for name in FLAGGED],
+        frozen=True,
+        namespace={"over": _over, "__module__": __name__},
+    )
+    cls.__doc__ = "Decode options given explicitly (None: not given); `over(base)` applies them."
+    return cls
+
+
+DecodeFlags = _decode_flags_class()
 
 
 def _f32(x: float) -> float:

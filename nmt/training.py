@@ -1,16 +1,15 @@
 """`train()`: one loop for every backend over a data dir written by `nmt preprocess`.
 
-Token-bucketed batches, label-smoothed cross-entropy, Adam(W) with warmup schedules, clipping,
-accumulation, mixed precision on GPU, validation (loss, perplexity, sacreBLEU of a
-`train.valid_beam` search), best/last checkpoints with atomic writes, resume, Ctrl-C / SIGTERM, a
-lock on the run dir, and DDP under `torchrun`. A run's state lives in one `Trainer`; `train()` is the entry point.
+A run's state lives in one `Trainer`: token-bucketed batches (`nmt.batching`), label-smoothed
+cross-entropy accumulated over `train.accum` batches, Adam(W) with warmup schedules, clipping,
+the moving average of the weights (`nmt.ema`), validation (`nmt.validation`), best/last
+checkpoints with atomic writes, resume, Ctrl-C / SIGTERM and a lock on the run dir; mixed
+precision (`nmt.precision`), `train.compile` (`nmt.compiling`) and DDP under `torchrun`
+(`nmt.distributed`) are set up by their modules.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import os
 import random
 import signal
 import time
@@ -19,23 +18,30 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.fx.experimental._config as fx_config
 
-from nmt import checkpoint, datadir, files, runlog, scores
-from nmt.batching import Batch, Prefetcher, Sampling, TrainBatches, bucket_batches, collate
-from nmt.config import RESUME_FIXED, Config, dump_config
+from nmt import checkpoint, datadir, files, runlog
+from nmt.batching import Batch, BatchPlan, Prefetcher, Sampling, TrainBatches
+from nmt.compiling import Recompiles, compile_model, compile_report
+from nmt.config import Config, dump_config
+from nmt.distributed import (
+    any_rank,
+    check_in_sync,
+    dist_info,
+    init_distributed,
+    pick_device,
+    wrap_ddp,
+)
 from nmt.ema import EMA
 from nmt.errors import Interrupted, NMTError
 from nmt.flags import Calibration
 from nmt.models.backends import build_model
 from nmt.models.base import use_fast_cuda_kernels
-from nmt.optim import METRICS, OPTIMIZERS, lr_lambda
-from nmt.search import decode_corpus
-from nmt.search_options import SearchOptions, mean_logprob
+from nmt.optim import METRICS, lr_lambda
+from nmt.precision import autocast, grad_scaler, make_optimizer, restore_fused
+from nmt.rng import rng_state, set_rng_state
 from nmt.signals import StopRequest
-from nmt.tokenizer import PAD_ID
+from nmt.validation import Validator
 
 
 @dataclass
@@ -56,248 +62,7 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------------
-# Distributed helpers (a single process is world size 1)
-
-
-def _dist_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _init_distributed(device: torch.device) -> tuple[int, int]:
-    rank, world = _dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
-    return rank, world
-
-
-def _any_rank(flag: bool, world: int) -> bool:
-    """True on every rank if it is true on one (stop signals stay in sync)."""
-    if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    torch.distributed.all_reduce(t)
-    return bool(t.item() > 0)
-
-
-def _check_in_sync(model, world: int) -> float:
-    """All ranks must hold the same weights after training; returns the shared checksum."""
-    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().cpu()
-    gathered = [torch.zeros_like(local) for _ in range(world)]
-    torch.distributed.all_gather(gathered, local)
-    if any(abs(g.item() - local.item()) > 1e-6 * max(1.0, abs(local.item())) for g in gathered):
-        raise NMTError(f"DDP ranks diverged: parameter checksums {[g.item() for g in gathered]}")
-    return local.item()
-
-
-def make_optimizer(model, cfg):
-    """The `torch.optim` optimizer `cfg.optimizer` names, over the model's parameters."""
-    params = list(model.parameters())
-    # fused multi-tensor kernels instead of a dozen small ops per parameter (CPU and CUDA)
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return getattr(torch.optim, OPTIMIZERS[cfg.optimizer])(
-        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
-    )
-
-
-def _restore_fused(optimizer, device) -> None:
-    """`load_state_dict` brings back the saved groups' `fused` flag; keep this run's choice."""
-    fused = optimizer.defaults.get("fused")
-    for group in optimizer.param_groups:
-        group["fused"] = fused
-    if fused:  # fused kernels keep the step count as a float32 tensor beside the parameters
-        for st in optimizer.state.values():
-            if "step" in st:
-                st["step"] = st["step"].to(device, torch.float32)
-
-
-def _autocast(precision: str, device: torch.device):
-    """A context factory: bf16/fp16 autocast on the training device (CUDA, or CPU), or none."""
-    if precision == "fp32":
-        return nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-def _grad_scaler(precision: str, device: torch.device):
-    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-
-def compile_model(model, backend: str = "inductor"):
-    """Compile the model's regions (`compile_regions`: each layer of the Transformer, the whole
-    RNN models) for training, in place: in training mode they run compiled, in eval mode
-    (validation, search) eagerly, so decoding never triggers a compile. Dynamic shapes:
-    token-bucketed batches change (B, S, T) at every step and one graph serves them all; duck
-    shapes off, so that a first batch with S == T does not tie the two. Returns the model."""
-    fx_config.use_duck_shape = False
-    for region in model.compile_regions():
-        compiled = torch.compile(region.forward, dynamic=True, backend=backend)
-        region.forward = _training_only(region, compiled, region.forward)
-    return model
-
-
-def _training_only(module, compiled, eager):
-    def forward(*args, **kwargs):
-        return (compiled if module.training else eager)(*args, **kwargs)
-
-    return forward
-
-
-class Recompiles(logging.Handler):
-    """Dynamo's recompile messages, one line each (function and the first failed guard), kept
-    for the run's log."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record) -> None:
-        msg = record.getMessage().splitlines()
-        guard = next((m.strip().lstrip("- ") for m in msg[1:] if m.strip().startswith("-")), "")
-        self.lines.append(f"{msg[0].strip()}: {guard}"[:240])
-
-    @classmethod
-    def install(cls) -> Recompiles:
-        """The process's handler (installed once), emptied."""
-        torch._logging.set_logs(recompiles=True)
-        logger = logging.getLogger("torch._dynamo.guards.__recompiles")
-        logger.setLevel(logging.DEBUG)  # enabled even where TORCH_LOGS overrides set_logs
-        logger.propagate = False  # into the run's log, not onto stderr
-        handler = next((h for h in logger.handlers if isinstance(h, cls)), None)
-        if handler is None:
-            handler = cls()
-            logger.addHandler(handler)
-        handler.take()
-        return handler
-
-    def take(self) -> list[str]:
-        lines, self.lines = self.lines, []
-        return lines
-
-
-def _compile_report(recompiles: int) -> str:
-    """Dynamo's counters for the log: graphs built, graph breaks, frames compiled (one per
-    compiled function plus one per recompile), recompiles."""
-    counters = torch._dynamo.utils.counters
-    breaks = sum(counters["graph_break"].values())
-    return (
-        f"compile: {counters['stats']['unique_graphs']} graphs, {breaks} graph breaks, "
-        f"{counters['frames']['ok']} frame compiles, {recompiles} recompiles"
-    )
-
-
-def _wrap_for_training(model, cfg, device: torch.device, world: int):
-    """The module the loop calls: compiled and/or wrapped in DDP as configured."""
-    if cfg.compile:
-        model = compile_model(model)
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=ids, gradient_as_bucket_view=True
-        )
-    return model
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG state (torch and Python's `random`; numpy draws are seeded from torch)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-
-@dataclass
-class ValidData:
-    batches: list[Batch]  # teacher-forced loss
-    src: list[list[int]]  # source ids for BLEU
-    refs: list[str]  # raw references, aligned with `src`
-    tgt_lang: str | None  # the data's target language: picks the BLEU tokenizer
-    ref_ratios: list[float]  # reference/source length in pieces: the trust flags' range
-
-
-def validation_data(
-    cfg: Config, device, data_dir: str | None = None, pair: str | None = None
-) -> ValidData | None:
-    """The valid split of `data_dir` (default: the run's), or of one `pair` of a multilingual
-    data dir, within the model's length limit; None when the data dir has none."""
-    data_dir = data_dir or cfg.data.dir
-    if not datadir.has_split(data_dir, "valid"):
-        return None
-    ds = datadir.load_encoded(data_dir, "valid")
-    meta = datadir.read_meta(data_dir)
-    start, end = datadir.pair_rows(meta, "valid").get(pair, (0, len(ds)))
-    rows, max_len = ds[start:end], cfg.model.max_len
-    texts = rows.get("src_text")  # a blank source is EOS alone, or a tag and EOS
-    blank = [not x.strip() for x in texts] if texts else [s <= 1 for s in rows["src_len"]]
-    keep = [
-        i
-        for i, (s, t) in enumerate(zip(rows["src_len"], rows["tgt_len"]))
-        if not blank[i] and s <= max_len and t <= max_len
-    ]
-    lens = np.asarray(rows["src_len"])[keep], np.asarray(rows["tgt_len"])[keep]
-    batches = [
-        collate(
-            [rows["src_ids"][keep[j]] for j in b], [rows["tgt_ids"][keep[j]] for j in b], device
-        )
-        for b in bucket_batches(*lens, cfg.train.max_tokens)
-    ]
-    refs = files.read_text_lines(datadir.raw_text(data_dir, "valid")[1])[start:end]
-    src = [rows["src_ids"][i] for i in keep]
-    tgt_lang = datadir.pair_names(meta)[pair][1] if pair else meta.get("tgt_lang")
-    ratios = [(rows["tgt_len"][i] - 1) / max(rows["src_len"][i] - 1, 1) for i in keep]
-    return ValidData(batches, src, [refs[i] for i in keep], tgt_lang, ratios)
-
-
-@torch.no_grad()
-def validation_scores(model, cfg: Config, valid: ValidData, tokenizer, device) -> dict:
-    """Validation loss/perplexity (no smoothing) and sacreBLEU of `train.valid_beam` search,
-    tokenized for the data's target language."""
-    model.eval()
-    total, n_tok = 0.0, 0
-    for b in valid.batches:  # summed cross-entropy, no smoothing; read back once
-        total += model(b.src, b.tgt_in, b.tgt_out, src_lengths=b.src_lengths)
-        n_tok += (b.tgt_out != PAD_ID).sum()
-    result = {"loss": float(total) / max(int(n_tok), 1)}
-    result["ppl"] = math.exp(min(result["loss"], 50))
-    if cfg.train.valid_bleu and valid.src:
-        n = cfg.train.valid_max_sentences or len(valid.src)
-        opts = SearchOptions(beam=cfg.train.valid_beam)
-        hyps = decode_corpus(model, valid.src[:n], opts, cfg.model.max_len, device)
-        texts = [tokenizer.decode_tgt(h[0].tokens) for h in hyps]
-        result["bleu"] = scores.bleu(texts, valid.refs[:n], valid.tgt_lang)
-        logprobs = [mean_logprob(h[0], opts) for h in hyps]
-        result["lines"] = (valid.ref_ratios, logprobs)  # for the trust flags' calibration
-    model.train()
-    return result
-
-
-def _mean(results: list[dict]) -> dict:
-    """Validation results averaged over pairs (the one result of a bilingual data dir)."""
-    if len(results) == 1:
-        return results[0]
-    keys = [k for k in results[0] if all(k in r for r in results)]  # BLEU needs lines left
-    mean = {k: sum(r[k] for r in results) / len(results) for k in keys}
-    if "loss" in mean:
-        mean["ppl"] = math.exp(min(mean["loss"], 50))
-    return mean
-
-
-# ---------------------------------------------------------------------------------------------
-# Budgets, devices
+# Budgets, batches
 
 
 @dataclass
@@ -354,14 +119,30 @@ def _budget_reason(cfg: Config, progress: Progress) -> str | None:
     return None
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NMTError("train.device=cuda but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and _dist_info()[1] > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
+def _batch_plan(cfg: Config, meta, tokenizer, train_ds, rank: int, world: int) -> BatchPlan:
+    """How this process cuts its training batches (`meta`: `datadir.read_meta`'s): subword
+    sampling where `train.subword_alpha` asks, each pair's target-language tag where the
+    vocabulary has tags."""
+    t, sampling = cfg.train, None
+    if t.subword_alpha:
+        if not datadir.has_text(train_ds):
+            raise NMTError(
+                f"train.subword_alpha needs the training text, which data dir {cfg.data.dir} "
+                "does not keep (an older nmt wrote it): re-run nmt preprocess"
+            )
+        sampling = Sampling(t.subword_alpha, t.subword_nbest, cfg.model.max_len)
+    tags = [tokenizer.tag_id(tgt) for _, tgt in datadir.pairs(meta)] if tokenizer.tags else None
+    return BatchPlan(
+        max_tokens=t.max_tokens,
+        seed=t.seed,
+        rank=rank,
+        world=world,
+        sampling=sampling,
+        tokenizer=tokenizer,
+        pair_temperature=t.pair_temperature,
+        tags=tags,
+        pair_weights=datadir.pair_weights(meta),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,61 +154,52 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
 
     The run dir is locked for the whole run: a second `nmt train` into it is refused."""
     run_dir = Path(run_dir)
-    lock = files.DirLock(run_dir, "run dir") if _dist_info()[0] == 0 else nullcontext()
+    lock = files.DirLock(run_dir, "run dir") if dist_info()[0] == 0 else nullcontext()
     with lock:
         return Trainer(cfg, run_dir, resume, quiet).loop()
 
 
 class Trainer:
-    """One run's state (model, optimizer, scheduler, batches, progress, logger).
+    """One run's state (model, optimizer, scheduler, batches, progress, validator, logger).
 
     `loop` runs `step` over the batches of `batch_groups`, with `validate` and `save` when due."""
 
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.device = _pick_device(cfg.train.device)
+        self.device = pick_device(cfg.train.device)
         use_fast_cuda_kernels(self.device)
-        self.rank, self.world = _init_distributed(self.device)
+        self.rank, self.world = init_distributed(self.device)
         self.main = self.rank == 0
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        state = self._resume_state() if resume else self._check_fresh()
+        state = checkpoint.read_resume(self.run_dir, cfg) if resume else self._check_fresh()
         self.meta = datadir.read_meta(cfg.data.dir)
         self.tokenizer = datadir.load_tokenizer(cfg.data.dir)
         train_ds = datadir.load_encoded(cfg.data.dir, "train")
-        self.batches = TrainBatches(
-            train_ds,
-            cfg.train.max_tokens,
-            cfg.train.seed,
-            self.rank,
-            self.world,
-            self._sampling(train_ds),
-            self.tokenizer,
-            cfg.train.pair_temperature,
-            self._tags(),
-            datadir.pair_weights(self.meta),
-        )
+        plan = _batch_plan(cfg, self.meta, self.tokenizer, train_ds, self.rank, self.world)
+        self.batches = TrainBatches(train_ds, plan)
         self.model, self.optimizer, self.scheduler = self._build()
         # the moving average of the weights (train.ema_decay): kept by the rank that validates
         decay = cfg.train.ema_decay
         self.ema = EMA(self.model, decay) if decay and self.main else None
         self.progress = Progress()
-        self.calibration: Calibration | None = None  # the trust flags', from the last validation
         if state is not None:
             self._restore(state)
         elif cfg.train.init_from:
             self._start_from(Path(cfg.train.init_from))
         if self.main:
             dump_config(cfg, self.run_dir / runlog.CONFIG)
-        self.train_model = _wrap_for_training(self.model, cfg.train, self.device, self.world)
+        model = compile_model(self.model) if cfg.train.compile else self.model
+        self.train_model = wrap_ddp(model, self.device, self.world)  # the module steps call
         self.recompiles = Recompiles.install() if cfg.train.compile else None
         self.n_recompiles, self.first_step_t = 0, None
-        self.valid = self._validation_sets() if self.main else None
-        self.extra = self._extra_valid() if self.main else {}
-        self.metric = cfg.train.best_metric if self.valid is not None else "train_loss"
+        calibration = Calibration.from_dict(state.calibration) if state is not None else None
+        self.validator = Validator(
+            cfg, self.meta, self.tokenizer, self.device, self.main, calibration
+        )
         self.log = runlog.Logger(self.run_dir, self.main, cfg.train.max_steps or None, quiet)
-        self.autocast = _autocast(cfg.train.precision, self.device)
-        self.scaler = _grad_scaler(cfg.train.precision, self.device)
+        self.autocast = autocast(cfg.train.precision, self.device)
+        self.scaler = grad_scaler(cfg.train.precision, self.device)
         self.interrupt = StopRequest()
         self.losses: list[tuple[int, float]] = []  # (step, loss per target token), every step
         self.pending: list[tuple[int, torch.Tensor, int]] = []  # on the device until read
@@ -436,43 +208,6 @@ class Trainer:
         self._announce(resumed=state is not None)
 
     # --- setting up -----------------------------------------------------------------------
-
-    def _resume_state(self) -> checkpoint.RunState:
-        last = checkpoint.latest(self.run_dir)
-        if last is None:
-            raise NMTError(f"--resume: no checkpoint in {self.run_dir}")
-        state = checkpoint.read(last)
-        if state.optimizer is None:
-            raise NMTError(f"--resume: {last} is inference-only (no optimizer state)")
-        if state.config.model != self.cfg.model:
-            raise NMTError(f"--resume: the model config differs from the one in {last}")
-        old, new = state.config.train, self.cfg.train
-        changed = [k for k in RESUME_FIXED if getattr(old, k) != getattr(new, k)]
-        if changed:
-            what = ", ".join(f"train.{k} ({getattr(old, k)} -> {getattr(new, k)})" for k in changed)
-            raise NMTError(
-                f"--resume cannot change {what}: the optimizer, schedule and batch order in "
-                f"{last} carry the run's values; give the values its {runlog.CONFIG} records, "
-                "or start a new run"
-            )
-        if datadir.load_tokenizer(self.cfg.data.dir).vocabulary != state.tokenizer.vocabulary:
-            raise NMTError(
-                f"--resume: the vocabulary of data dir {self.cfg.data.dir} is not the one "
-                f"{last} was trained with"
-            )
-        return state
-
-    def _sampling(self, train_ds) -> Sampling | None:
-        """Subword regularisation of the training batches, when `train.subword_alpha` asks."""
-        cfg = self.cfg.train
-        if not cfg.subword_alpha:
-            return None
-        if not datadir.has_text(train_ds):
-            raise NMTError(
-                f"train.subword_alpha needs the training text, which data dir {self.cfg.data.dir} "
-                "does not keep (an older nmt wrote it): re-run nmt preprocess"
-            )
-        return Sampling(cfg.subword_alpha, cfg.subword_nbest, self.cfg.model.max_len)
 
     def _start_from(self, path: Path) -> None:
         """A trained model's weights (the moving average where it kept one) and, with
@@ -487,42 +222,11 @@ class Trainer:
             self.ema.load_state_dict(state.weights)
         if not cfg.reset_optimizer:
             self.optimizer.load_state_dict(state.optimizer)
-            _restore_fused(self.optimizer, self.device)
+            restore_fused(self.optimizer, self.device)
             for group in self.optimizer.param_groups:  # the moments carry over, not the settings
                 group.update(initial_lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
             schedule = lr_lambda(cfg, self.cfg.model.d_model)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-
-    def _validation_sets(self) -> dict[str, ValidData] | None:
-        """The validation split by pair name ({"": split} for a bilingual data dir); None
-        when the data dir has none."""
-        names = list(datadir.pair_rows(self.meta, "valid")) or [None]
-        sets = {name or "": validation_data(self.cfg, self.device, pair=name) for name in names}
-        return None if None in sets.values() else sets
-
-    def _extra_valid(self) -> dict[str, ValidData]:
-        """train.extra_valid: each data dir's validation split, by a short name (its dir's)."""
-        dirs = self.cfg.train.extra_valid
-        names = [Path(d).name for d in dirs]
-        names = names if len(set(names)) == len(names) else list(dirs)
-        extra = {}
-        for name, d in zip(names, dirs):
-            if datadir.load_tokenizer(d).vocabulary != self.tokenizer.vocabulary:
-                raise NMTError(
-                    f"train.extra_valid: data dir {d} has another vocabulary than {self.cfg.data.dir}"
-                    f"; encode it with theirs: nmt preprocess --spm-model {self.cfg.data.dir} ..."
-                )
-            valid = validation_data(self.cfg, self.device, d)
-            if valid is None:
-                raise NMTError(f"train.extra_valid: data dir {d} has no valid split")
-            extra[name] = valid
-        return extra
-
-    def _tags(self) -> list[int] | None:
-        """Each pair's target-language tag id, where the vocabulary has tags."""
-        if not self.tokenizer.tags:
-            return None
-        return [self.tokenizer.tag_id(tgt) for _, tgt in datadir.pairs(self.meta)]
 
     def _check_fresh(self) -> None:
         if self.main and (self.run_dir / checkpoint.LAST).exists():
@@ -545,11 +249,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state.ema)
         self.optimizer.load_state_dict(state.optimizer)
-        _restore_fused(self.optimizer, self.device)
+        restore_fused(self.optimizer, self.device)
         self.scheduler.load_state_dict(state.scheduler)
-        self.progress = Progress(**state.progress)
-        self.calibration = Calibration.from_dict(state.calibration)
-        _set_rng_state(state.rng)
+        self.progress = Progress(**state.progress)  # the calibration goes to the validator
+        set_rng_state(state.rng)
 
     def _announce(self, resumed: bool) -> None:
         """The first log lines: what is trained, and what was repaired or cleaned up."""
@@ -561,7 +264,7 @@ class Trainer:
             return
         for p in files.remove_stale_temps(self.run_dir):
             self.log.line(f"removed {p.name}, left by a process that no longer runs")
-        if self.valid is None:
+        if self.validator.sets is None:
             self.log.line(
                 f"no validation split in {self.cfg.data.dir}: {checkpoint.BEST} is chosen by the training "
                 "loss since the previous validation (train_loss), and patience applies to it"
@@ -598,8 +301,9 @@ class Trainer:
     def loop(self) -> dict:
         """Train until a budget, patience or a signal stops the run; returns the summary."""
         stop = _budget_reason(self.cfg, self.progress)  # a resumed run may already be done
-        if self.extra and not self.progress.extra_base:  # the forgetting guard's reference
-            self.progress.extra_base = self.validate_extra(warn=False)
+        p, v = self.progress, self.validator
+        if v.extra and not p.extra_base:  # the forgetting guard's reference: BLEU at step 0
+            p.extra_base = v.validate_extra(self.eval_model, p, self.log, warn=False)
         self.run_t0 = time.time() - self.progress.train_seconds
         self.loop_t0 = time.time()
         self.model.train()
@@ -690,7 +394,7 @@ class Trainer:
             stop = stop or patience
         if self.interrupt.requested and not stop:
             stop = "interrupted"
-        if _any_rank(stop is not None, self.world):
+        if any_rank(stop is not None, self.world):
             stop = stop or "stopped on another rank"
         return stop
 
@@ -744,59 +448,22 @@ class Trainer:
         return None
 
     def validate(self) -> dict:
+        """The validator's result, with every step's loss read back first."""
         self.read_losses()
-        p = self.progress
-        result = {}
-        if self.metric == "train_loss" and p.since_valid_tokens:
-            result["train_loss"] = p.since_valid_loss / p.since_valid_tokens
-        p.since_valid_loss, p.since_valid_tokens = 0.0, 0
-        if self.valid is not None:
-            model = self.ema.model if self.ema is not None else self.model
-            per_pair = {
-                name: validation_scores(model, self.cfg, valid, self.tokenizer, self.device)
-                for name, valid in self.valid.items()
-            }
-            lines = [r.pop("lines") for r in per_pair.values() if "lines" in r]
-            if lines:  # the trust flags' thresholds, over every pair's lines
-                ratios, logprobs = (sum((list(x[i]) for x in lines), []) for i in (0, 1))
-                self.calibration = Calibration.from_validation(ratios, logprobs)
-            result = _mean(list(per_pair.values()))
-            if len(per_pair) > 1:  # a multilingual data dir: each pair, then their mean
-                for name, r in per_pair.items():
-                    self.log.extra_valid(p.step, name, r, p.train_seconds / 60)
-        if result:
-            self.log.valid(p.step, result, p.train_seconds / 60)
-            p.history.append({"step": p.step, **result})
-        self.validate_extra()
-        return result
+        return self.validator.validate(self.eval_model, self.progress, self.log)
 
-    def validate_extra(self, warn: bool = True) -> dict[str, float]:
-        """Score the train.extra_valid splits and log them; warn where BLEU fell more than
-        train.forget_warn below its value at step 0. Returns BLEU by name."""
-        p, cfg, bleus = self.progress, self.cfg.train, {}
-        model = self.ema.model if self.ema is not None else self.model
-        for name, valid in self.extra.items():
-            result = validation_scores(model, self.cfg, valid, self.tokenizer, self.device)
-            result.pop("lines", None)
-            self.log.extra_valid(p.step, name, result, p.train_seconds / 60)
-            if "bleu" not in result:
-                continue
-            bleus[name] = result["bleu"]
-            base = p.extra_base.get(name)
-            if warn and base is not None and base - result["bleu"] > cfg.forget_warn:
-                self.log.line(
-                    f"warning: BLEU on {name} fell {base - result['bleu']:.2f} below its value "
-                    f"at step 0 ({base:.2f} -> {result['bleu']:.2f}; train.forget_warn "
-                    f"{cfg.forget_warn:g}): the model is forgetting it"
-                )
-        return bleus
+    @property
+    def eval_model(self):
+        """The weights validation scores: the moving average where the run keeps one."""
+        return self.ema.model if self.ema is not None else self.model
 
     def track_best(self, result: dict) -> bool:
         """Update the best score and the patience count; True when this validation is the best."""
-        p, value = self.progress, result.get(self.metric)
+        p, metric = self.progress, self.validator.metric
+        value = result.get(metric)
         if value is None:
             return False
-        if p.best is None or (value > p.best if METRICS[self.metric] else value < p.best):
+        if p.best is None or (value > p.best if METRICS[metric] else value < p.best):
             p.best, p.best_step, p.bad_validations = value, p.step, 0
             return True
         p.bad_validations += 1
@@ -815,13 +482,14 @@ class Trainer:
         """Write the run's state; best.pt is inference-only (what translate needs, a third of
         the size)."""
         self.read_losses()  # the progress saved counts every step's loss
+        calibration = self.validator.calibration  # the trust flags', from the last validation
         state = checkpoint.RunState(
             config=self.cfg,
             model=self.model.state_dict(),
             tokenizer=self.tokenizer,
             data=datadir.languages(self.meta),
             progress=dict(self.progress.__dict__),
-            calibration=self.calibration.to_dict() if self.calibration else None,
+            calibration=calibration.to_dict() if calibration else None,
             ema=self.ema.state_dict() if self.ema is not None else None,
         )
         if inference_only:
@@ -829,7 +497,7 @@ class Trainer:
         else:
             state.optimizer = self.optimizer.state_dict()
             state.scheduler = self.scheduler.state_dict()
-            state.rng = _rng_state()
+            state.rng = rng_state()
         checkpoint.save(state, self.run_dir / name)
         return self.run_dir / name
 
@@ -850,17 +518,17 @@ class Trainer:
         wait_share = self.data_wait / max(p.train_seconds - self.trained_before, 1e-9)
         log.line(f"waited for data {self.data_wait:.2f}s, {100 * wait_share:.2f}% of training time")
         if self.cfg.train.compile:
-            log.line(_compile_report(self.n_recompiles))
+            log.line(compile_report(self.n_recompiles))
         if self.world > 1:
             log.line(
-                f"ranks in sync: parameter checksum {_check_in_sync(self.model, self.world):.6e}"
+                f"ranks in sync: parameter checksum {check_in_sync(self.model, self.world):.6e}"
             )
         log.close()
         summary = {
             "steps": p.step,
             "epochs": p.epoch,
             "best": p.best,
-            "best_metric": self.metric,
+            "best_metric": self.validator.metric,
             "train_seconds": p.train_seconds,
             "stop_reason": stop,
             "data_wait_share": wait_share,

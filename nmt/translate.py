@@ -18,7 +18,7 @@ from nmt.errors import NMTError
 from nmt.files import atomic_write, disk_error, one_line, read_lines, remove_stale_temps
 from nmt.flags import json_line
 from nmt.runtimes import open_translator
-from nmt.search_options import SearchOptions
+from nmt.search_options import DecodeFlags, SearchOptions
 from nmt.translator import NOTE_KINDS, STREAM_LINES, LineNote, RuntimeOptions, Translation
 
 MAX_NOTES = 10  # warnings shown per kind of LineNote; the rest are counted at the end
@@ -75,19 +75,21 @@ class AttentionOutput:
 def run_translation(
     ckpt: Path | list[Path],  # a list: an ensemble
     streams: TranslateIO,
-    decode: SearchOptions = SearchOptions(),
+    decode: DecodeFlags = DecodeFlags(),
     runtime: RuntimeOptions = RuntimeOptions(),
     attention: AttentionOutput = AttentionOutput(),
     log: Callable[[str], None] = print,
+    tgt_lang: str | None = None,
 ) -> int:
-    """Translate the lines of `streams` with the checkpoint or export dir `ckpt`; returns the
-    number of lines. A file output is written to a temporary name and renamed at the end, so an
-    error never leaves a half-written file behind."""
+    """Translate the lines of `streams` with the checkpoint or export dir `ckpt` into `tgt_lang`
+    (default: the model's one target), with the model's decode section under the `decode` flags;
+    returns the number of lines. A file output is written to a temporary name and renamed at the
+    end, so an error never leaves a half-written file behind."""
     buffer = streams.buffer
     if buffer is None and not streams.inputs and sys.stdin.isatty():
         buffer = 1  # typed in: answer each line at once
-    opts = dataclasses.replace(decode, attention=attention.wanted)
     translator = open_translator(ckpt, runtime)
+    opts = dataclasses.replace(translator.options(decode), attention=attention.wanted)
     translator.seed(opts.seed)
     if opts.attention and not translator.has_attention:
         raise NMTError(
@@ -116,6 +118,7 @@ def run_translation(
                 warn=warn,
                 maps=attention.views.detailed,
                 constraints_of=constraints_of,
+                tgt_lang=tgt_lang,
             )
             for n, nbest in enumerate(stream, 1):
                 out.write(_format(nbest, opts.n_best, attention.alignment) + "\n")

@@ -19,7 +19,7 @@ from nmt.config import Config
 from nmt.constraints import Phrases, glue_ids, spaced
 from nmt.errors import NMTError
 from nmt.flags import Calibration, LineFacts, check
-from nmt.search_options import Hypothesis, SearchOptions, mean_logprob
+from nmt.search_options import DecodeFlags, Hypothesis, SearchOptions, mean_logprob
 from nmt.tokenizer import BOS, EOS, PAD, TAG, UNK, UNK_ID, Tokenizer
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's mark of a preceding space
@@ -161,12 +161,28 @@ class TranslatorBase:
         runtime `constrains`)."""
         raise NotImplementedError
 
-    def translate(self, sentences: list[str], beam: int | None = None, **options) -> list[str]:
+    @property
+    def decode(self) -> SearchOptions:
+        """The model's decode section: the options a search uses unless told otherwise."""
+        return self.cfg.decode
+
+    def options(self, flags: DecodeFlags = DecodeFlags()) -> SearchOptions:
+        """The decode options of a request: the model's decode section under `flags`."""
+        return flags.over(self.decode)
+
+    def translate(
+        self,
+        sentences: list[str],
+        beam: int | None = None,
+        tgt_lang: str | None = None,
+        **options,
+    ) -> list[str]:
         """Translate strings; the best hypothesis per sentence (a warning for each `LineNote`:
         an input truncated to the model's length limit, characters the vocabulary does not
-        cover, an output cut by the length limit). `options` are `SearchOptions` fields."""
-        opts = SearchOptions(beam=beam, **options)
-        return [t[0].text for t in self.translate_detailed(sentences, opts)]
+        cover, an output cut by the length limit). `options` are `SearchOptions` fields; those
+        left out come from the model's decode section. `tgt_lang`: the language to write."""
+        opts = self.options(DecodeFlags(beam=beam, **options))
+        return [t[0].text for t in self.translate_detailed(sentences, opts, tgt_lang=tgt_lang)]
 
     def translate_detailed(
         self,
@@ -176,9 +192,10 @@ class TranslatorBase:
         warn: Callable[[LineNote], None] | None = None,
         maps: bool = False,
         constraints: list[list[str]] | None = None,
+        tgt_lang: str | None = None,
     ) -> list[list[Translation]]:
-        """n-best `Translation`s per sentence; `warn(note)` hears every `LineNote` (by default
-        a `warnings.warn`).
+        """n-best `Translation`s per sentence into `tgt_lang` (`target`); `warn(note)` hears
+        every `LineNote` (by default a `warnings.warn`).
 
         `maps=True` also fills `Translation.maps` with the attention of every layer and head
         (one extra teacher-forced pass per hypothesis; needs `opts.attention` for the pieces).
@@ -187,7 +204,7 @@ class TranslatorBase:
         """
         warn = warn or _warn
         todo = [i for i, s in enumerate(sentences) if s.strip()]
-        lang = self.target(opts.tgt_lang)
+        lang = self.target(tgt_lang)
         ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo], lang)
         for k, seq in enumerate(ids):
             if UNK_ID in seq:
@@ -290,12 +307,13 @@ class TranslatorBase:
         self,
         sources: list[str],
         targets: list[str],
-        batch_tokens: int = 4000,
+        batch_tokens: int | None = None,
         tgt_lang: str | None = None,
     ) -> list[Score]:
         """Forced decoding of each (source, target) pair: how likely the model finds the given
         translation. Sources are encoded (and truncated) as for translation; a target over the
-        model's length limit is an error naming its line."""
+        model's length limit is an error naming its line. `batch_tokens`: default the model's
+        decode section's."""
         if len(sources) != len(targets):
             raise NMTError(f"{len(sources)} sources but {len(targets)} targets")
         src_ids = self.tokenizer.encode_src([s.strip() for s in sources], self.target(tgt_lang))
@@ -307,7 +325,8 @@ class TranslatorBase:
                     f"line {i + 1}: the target has {len(seq) + 1} tokens with {EOS}, over the "
                     f"model's limit of {self.max_len}"
                 )
-        totals = self.score_ids(src_ids, tgt_ids, batch_tokens) if src_ids else []
+        budget = batch_tokens or self.decode.batch_tokens
+        totals = self.score_ids(src_ids, tgt_ids, budget) if src_ids else []
         return [Score(t, t / (len(y) + 1), len(y) + 1) for t, y in zip(totals, tgt_ids)]
 
     def score_ids(self, src_ids, tgt_ids, batch_tokens: int) -> list[float]:
@@ -330,6 +349,7 @@ class TranslatorBase:
         warn: Callable[[LineNote], None] | None = None,
         maps: bool = False,
         constraints_of: Callable[[int, str], list[str]] | None = None,
+        tgt_lang: str | None = None,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable of lines chunk by chunk (memory stays flat); yields in order.
         `constraints_of(n, line)`: the target phrases required of line n (from 0)."""
@@ -345,7 +365,7 @@ class TranslatorBase:
             if constraints_of is not None:
                 constraints = [constraints_of(offset + n, line) for n, line in enumerate(buf)]
             return self.translate_detailed(
-                buf, opts, warn=chunk_warn, maps=maps, constraints=constraints
+                buf, opts, warn=chunk_warn, maps=maps, constraints=constraints, tgt_lang=tgt_lang
             )
 
         for line in lines:

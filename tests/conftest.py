@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import random
 import subprocess
@@ -50,7 +52,8 @@ def write_parallel(directory, prefix: str, pairs, src="src", tgt="tgt") -> str:
 @pytest.fixture(scope="session")
 def toy_data_dir(tmp_path_factory):
     """A preprocessed data dir for a word-reversal task (joint 36-piece vocabulary)."""
-    from nmt.data import PreprocessOptions, Source, preprocess
+    from nmt.preprocess import PreprocessOptions, preprocess
+    from nmt.sources import Source
 
     raw = tmp_path_factory.mktemp("toy_raw")
     sources = {}
@@ -77,6 +80,16 @@ def tiny_checkpoint(toy_data_dir, tmp_path_factory):
     return run / "best.pt"
 
 
+# fixtures that train a model through the CLI or for many steps: their tests are `slow`
+SLOW_FIXTURES = {"trained", "multi", "toy", "two_models", "base_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 DEVICES = ["cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
 
 
@@ -93,17 +106,50 @@ def device(request):
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def nmt(*args, input=None, check=True):
-    res = subprocess.run(
+def nmt(*args, input=None, check=True, process=False, cwd=None):
+    """Run `nmt ARGS` (in `cwd`): in this process through typer's CliRunner (no new torch
+    import), or with `process=True` as a real process (signals, exit statuses under kill,
+    torchrun, the README's commands). Either way: a result with `returncode`, `stdout` and
+    `stderr`."""
+    if process:
+        res = _process(args, input, cwd)
+    else:
+        with contextlib.chdir(cwd or os.getcwd()):
+            res = _in_process(args, input)
+    if check:
+        assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _process(args, input, cwd=None):
+    return subprocess.run(
         [sys.executable, "-m", "nmt", *map(str, args)],
         capture_output=True,
         text=True,
         input=input,
         env=ENV,
+        cwd=cwd,
+        timeout=600,
     )
-    if check:
-        assert res.returncode == 0, res.stderr[-3000:]
-    return res
+
+
+def _in_process(args, input):
+    import torch
+    from typer.testing import CliRunner
+
+    from nmt.cli import app, exit_status
+
+    threads = torch.get_num_threads()  # `--threads N` sets this process's
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input, prog_name="nmt")
+    torch.set_num_threads(threads)
+    code, stderr = result.exit_code, result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            code = exit_status(result.exception)
+        if code is None:  # a bug: its traceback, as a process would print it
+            raise result.exception
+        stderr += said.getvalue()
+    return subprocess.CompletedProcess(["nmt", *args], code, result.stdout, stderr)
 
 
 def one_line_error(res, *needles):

@@ -4,11 +4,14 @@ and the import layers hold (`make test` runs import-linter; this file checks wha
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from nmt.datadir import Meta
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nmt"
 
@@ -21,7 +24,8 @@ OWNERS = {
     "last.pt": "checkpoint.py",
     "best.pt": "checkpoint.py",
     "step-": "checkpoint.py",
-    "nmt-export.json": "ct2.py",
+    "nmt-export.json": "export_dir.py",
+    "nmt-ctranslate2": "export_dir.py",
     "train.log": "runlog.py",
     "metrics.jsonl": "runlog.py",
     "summary.json": "runlog.py",
@@ -34,6 +38,11 @@ OWNERS = {
     "<s>": "tokenizer.py",
 }
 CHECKPOINT_KEYS = ("optimizer", "scheduler", "rng", "progress", "tokenizer", "averaged_from")
+# meta.json keys (fields of `datadir.Meta`) but those that also name a key of another format
+# (a checkpoint's data, results.json, the export manifest) or a field of `PreprocessOptions`
+SHARED_NAMES = {"format", "src_lang", "tgt_lang", "joint_vocab", "pairs", "options", "sources",
+                "spm_model"}  # fmt: skip
+META_KEYS = {f.name for f in dataclasses.fields(Meta)} - SHARED_NAMES
 
 
 def _strings(tree: ast.AST) -> list[tuple[int, str]]:
@@ -62,7 +71,13 @@ def test_format_knowledge_lives_with_its_owner():
                     stray.append(f"{rel}:{line}: {literal!r} (owned by {owner})")
             if value in CHECKPOINT_KEYS and rel != "checkpoint.py":
                 stray.append(f"{rel}:{line}: checkpoint key {value!r} (owned by checkpoint.py)")
+            if value in META_KEYS and rel != "datadir.py":
+                stray.append(f"{rel}:{line}: meta.json key {value!r} (owned by datadir.py)")
     assert not stray, "\n".join(stray)
+
+
+def test_meta_keys_are_checked():
+    assert {"counts", "fingerprint", "pair_rows", "spm_reference"} <= META_KEYS
 
 
 def test_the_check_finds_a_stray_literal():

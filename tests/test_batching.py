@@ -62,11 +62,11 @@ def test_collate_adds_bos_and_eos_and_pads():
 
 
 def test_ranks_get_disjoint_equal_shards():
-    from nmt.batching import TrainBatches
+    from nmt.batching import BatchPlan, TrainBatches
 
     src, tgt = lengths(300)
     ds = {"src_len": src.tolist(), "tgt_len": tgt.tolist()}
-    shards = [TrainBatches(ds, 500, seed=3, rank=r, world=2).epoch(0) for r in (0, 1)]
+    shards = [TrainBatches(ds, BatchPlan(500, seed=3, rank=r, world=2)).epoch(0) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1])
     ids = [set(np.concatenate(s).tolist()) for s in shards]
     assert not ids[0] & ids[1]
@@ -98,11 +98,11 @@ def test_vectorised_schedule_equals_the_per_pair_loop():
 
 
 def test_arrow_reads_equal_python_collate(toy_data_dir):
-    from nmt.batching import TrainBatches
+    from nmt.batching import BatchPlan, TrainBatches
     from nmt.datadir import load_encoded
 
     ds = load_encoded(toy_data_dir, "train")
-    batches = TrainBatches(ds, 300, seed=1)
+    batches = TrainBatches(ds, BatchPlan(300, seed=1))
     assert batches.src_len.tolist() == ds["src_len"][:]
     for idx in batches.epoch(0)[:5]:
         rows = ds[idx.tolist()]
@@ -113,10 +113,10 @@ def test_arrow_reads_equal_python_collate(toy_data_dir):
 
 
 def test_prefetcher_yields_the_schedule_in_order_from_any_start(toy_data_dir):
-    from nmt.batching import Prefetcher, TrainBatches
+    from nmt.batching import BatchPlan, Prefetcher, TrainBatches
     from nmt.datadir import load_encoded
 
-    batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
+    batches = TrainBatches(load_encoded(toy_data_dir, "train"), BatchPlan(300, seed=1))
     schedule = batches.epoch(2)
     for start in (0, 7):
         pre = Prefetcher(batches, schedule, start, "cpu", depth=2)
@@ -132,10 +132,10 @@ def test_prefetcher_yields_the_schedule_in_order_from_any_start(toy_data_dir):
 
 
 def test_prefetcher_refuses_an_out_of_order_batch(toy_data_dir):
-    from nmt.batching import Prefetcher, TrainBatches
+    from nmt.batching import BatchPlan, Prefetcher, TrainBatches
     from nmt.datadir import load_encoded
 
-    batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
+    batches = TrainBatches(load_encoded(toy_data_dir, "train"), BatchPlan(300, seed=1))
     schedule = batches.epoch(0)
     pre = Prefetcher(batches, schedule, 0, "cpu")
     with pytest.raises(RuntimeError, match="out of order"):
@@ -167,10 +167,10 @@ def test_chunked_rows_gather_across_chunks_and_slices():
 def test_released_pages_of_the_mapped_split_read_back_the_same(toy_data_dir):
     """The split's own Arrow mappings are found and released; reads after a release (the pages
     fault back in from the file) give the same batches."""
-    from nmt.batching import TrainBatches
+    from nmt.batching import BatchPlan, TrainBatches
     from nmt.datadir import load_encoded
 
-    batches = TrainBatches(load_encoded(toy_data_dir, "train"), 300, seed=1)
+    batches = TrainBatches(load_encoded(toy_data_dir, "train"), BatchPlan(300, seed=1))
     assert batches.pages.ranges  # read-only mappings of the split's .arrow files
     order = batches.epoch(0)[:3]
     before = [batches.read(idx) for idx in order]

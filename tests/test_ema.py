@@ -64,7 +64,7 @@ def test_checkpoints_keep_both_and_translate_with_the_average(toy_data_dir, tmp_
 
 
 def test_validation_scores_the_average(toy_data_dir, tmp_path):
-    from nmt.training import ValidData, validation_data, validation_scores
+    from nmt.validation import ValidData, validation_data, validation_scores
 
     cfg = tiny_cfg(toy_data_dir, *COMMON, "train.max_steps=4")
     train(cfg, tmp_path / "r", quiet=True)

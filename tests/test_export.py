@@ -22,7 +22,8 @@ from tests.conftest import ENV, nmt, one_line_error, reverse_pairs
 
 ctranslate2 = pytest.importorskip("ctranslate2")  # the [ct2] extra; `make install` installs it
 
-from nmt.ct2 import MANIFEST, CT2Translator  # noqa: E402
+from nmt.ct2 import CT2Translator  # noqa: E402
+from nmt.export_dir import MANIFEST  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +326,7 @@ def test_parity_holds_on_a_correct_export_and_the_card_says_so(toy):
 
 
 def test_parity_fails_an_export_with_a_perturbed_weight(toy, monkeypatch):
-    from nmt import export as export_module
+    from nmt import export_ct2 as export_module
 
     real = export_module._spec
 

@@ -69,6 +69,7 @@ def dead_pid() -> int:
 # --- full disks: one line naming the file; what was there before survives --------------------
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_checkpoint_save_is_one_line(toy_data_dir, tmp_path):
     run = tmp_path / "run"
     args = ["train", "-o", run, "-q", f"data.dir={toy_data_dir}", *TINY]
@@ -77,6 +78,7 @@ def test_full_disk_during_a_checkpoint_save_is_one_line(toy_data_dir, tmp_path):
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.slow
 def test_full_disk_during_translate_keeps_the_old_output(tiny_checkpoint, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("red cat blue dog\n" * 1500)
@@ -92,6 +94,7 @@ def test_full_disk_during_translate_keeps_the_old_output(tiny_checkpoint, tmp_pa
     one_line_error(res, "<stdout>", "no space left on device")
 
 
+@pytest.mark.slow
 def test_full_disk_during_preprocess_keeps_the_old_data_dir(tmp_path):
     from tests.conftest import reverse_pairs, write_parallel
 
@@ -138,8 +141,9 @@ def test_a_stale_lock_and_temp_files_of_dead_processes_are_taken_over(toy_data_d
 
 
 def test_stale_temp_files_of_translate_and_preprocess_are_removed(tiny_checkpoint, tmp_path):
-    from nmt.data import PreprocessOptions, Source, preprocess
-    from nmt.search_options import SearchOptions
+    from nmt.preprocess import PreprocessOptions, preprocess
+    from nmt.search_options import DecodeFlags
+    from nmt.sources import Source
     from nmt.translate import TranslateIO, run_translation
     from tests.conftest import reverse_pairs, write_parallel
 
@@ -151,7 +155,7 @@ def test_stale_temp_files_of_translate_and_preprocess_are_removed(tiny_checkpoin
     other.write_text("someone else's")
     src = tmp_path / "in.txt"
     src.write_text("red cat\n")
-    io, decode = TranslateIO([src], out), SearchOptions(beam=1)
+    io, decode = TranslateIO([src], out), DecodeFlags(beam=1)
     run_translation(tiny_checkpoint, io, decode, log=lambda m: None)
     assert not stale_out.exists() and other.exists() and out.is_file()
 
@@ -249,6 +253,7 @@ def test_ja_bleu_without_mecab_says_which_tokenizer_it_used(capsys):
     assert len(err) == 1 and "MeCab is not installed" in err[0] and "tok:char" in err[0]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_pt_like_ctrl_c(toy_data_dir, tmp_path):
     import time
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from nmt import checkpoint, runlog
-from nmt.data import PreprocessOptions, Source, preprocess
 from nmt.datadir import load_tokenizer, read_meta, spm_reference
 from nmt.errors import NMTError
+from nmt.preprocess import PreprocessOptions, preprocess
+from nmt.sources import Source
 from nmt.training import Trainer, train
 from tests.conftest import nmt, one_line_error, reverse_pairs, write_parallel
 from tests.test_training import tiny_cfg
@@ -112,7 +113,7 @@ def test_spm_model_encodes_with_the_given_vocabulary_and_reports_coverage(
     run = preprocess
     assert load_tokenizer(new).vocabulary == load_tokenizer(toy_data_dir).vocabulary
     original = spm_reference(read_meta(toy_data_dir))
-    assert original and read_meta(new)["spm_reference"] == original
+    assert original and read_meta(new).spm_reference == original
     assert spm_reference(read_meta(new)) == original  # a reuse of the reuse compares the same
     prefix = write_parallel(tmp_path / "odd", "train", copy_pairs(300, 8, " qqqq"))
     sources = {"train": Source("plain", (f"{prefix}.src", f"{prefix}.tgt"))}

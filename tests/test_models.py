@@ -106,6 +106,7 @@ LEARN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_backend_learns_reversal(backend):
     torch.manual_seed(0)

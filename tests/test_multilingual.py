@@ -9,10 +9,11 @@ import pytest
 
 from nmt import checkpoint, runlog
 from nmt.batching import PairSampling
-from nmt.data import Pair, PreprocessOptions, Source, preprocess
 from nmt.datadir import load_encoded, load_tokenizer, pair_rows, read_meta
 from nmt.errors import NMTError
+from nmt.preprocess import PreprocessOptions, preprocess
 from nmt.runtimes import open_translator
+from nmt.sources import Pair, Source
 from tests.conftest import nmt, one_line_error, reverse_pairs, small_transformer, write_parallel
 
 # two "languages" written from one source: cp copies it, rv reverses its words
@@ -55,8 +56,8 @@ def test_tags_lead_each_source_and_never_show(multi):
     tok = load_tokenizer(data)
     assert sorted(tok.tags) == ["cp", "rv"]
     meta = read_meta(data)
-    assert [(p["src"], p["tgt"]) for p in meta["pairs"]] == [("en", "cp"), ("en", "rv")]
-    assert meta["tgt_lang"] is None and meta["src_lang"] == "en"
+    assert [(p.src, p.tgt) for p in meta.pairs] == [("en", "cp"), ("en", "rv")]
+    assert meta.tgt_lang is None and meta.src_lang == "en"
     ds = load_encoded(data, "train")
     rows = ds[:]
     for pair, lang in enumerate(("cp", "rv")):
@@ -79,15 +80,15 @@ def test_a_tiny_model_learns_both_tasks_from_the_tags(multi):
         assert not any("<2" in o for o in out)
     with pytest.raises(NMTError, match="cp, rv"):
         translator.translate(srcs[:1])
-    (pieces,) = translator.translate_detailed(srcs[:1], translator_opts(lang="rv"))
+    (pieces,) = translator.translate_detailed(srcs[:1], translator_opts(), tgt_lang="rv")
     assert pieces[0].src_pieces[0] == "<2rv>"
     assert "<2rv>" not in pieces[0].text and pieces[0].alignment()  # the tag is no word
 
 
-def translator_opts(lang):
+def translator_opts():
     from nmt.search_options import SearchOptions
 
-    return SearchOptions(beam=1, attention=True, tgt_lang=lang)
+    return SearchOptions(beam=1, attention=True)
 
 
 def test_validation_reports_each_pair_and_the_best_follows_their_mean(multi):
@@ -236,7 +237,7 @@ def test_a_data_spec_gives_each_pair_its_files_and_weight(tmp_path):
     )
     nmt("preprocess", "--data-spec", spec, "--vocab-size", "40", "-o", tmp_path / "d")
     meta = read_meta(tmp_path / "d")
-    assert [(p["src"], p["tgt"], p["weight"]) for p in meta["pairs"]] == [
+    assert [(p.src, p.tgt, p.weight) for p in meta.pairs] == [
         ("en", "cp", 1.0),
         ("en", "rv", 4.0),
     ]

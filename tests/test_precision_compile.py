@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from nmt.compiling import compile_model
 from nmt.loss import linear_cross_entropy
 from nmt.models.backends import BACKENDS, build_model
 from nmt.models.transformer import key_padding_mask
 from nmt.search import SearchOptions, generate
 from nmt.tokenizer import PAD_ID
-from nmt.training import compile_model
 from tests.conftest import model_config
 
 
@@ -89,6 +89,7 @@ def test_transformer_runs_without_the_math_attention_kernel(device):
                     assert len(hyps) == 4
 
 
+@pytest.mark.slow
 def test_transformer_training_step_has_no_graph_breaks():
     model = tiny("transformer", "cpu", dropout=0.1).train()
     torch._dynamo.reset()
@@ -97,6 +98,7 @@ def test_transformer_training_step_has_no_graph_breaks():
     assert explained.graph_count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_compiled_losses_match_eager_with_bounded_recompiles(backend):
     """Token-bucketed batches change (B, S, T) every step: the Transformer's layers compile
@@ -124,8 +126,9 @@ def test_compiled_losses_match_eager_with_bounded_recompiles(backend):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
+@pytest.mark.slow
 def test_recompiles_are_recorded_with_the_guard_that_failed():
-    from nmt.training import Recompiles
+    from nmt.compiling import Recompiles
 
     recompiles = Recompiles.install()
     torch._dynamo.reset()
@@ -138,6 +141,7 @@ def test_recompiles_are_recorded_with_the_guard_that_failed():
     assert all("mask" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_compiled_training_logs_first_step_and_recompiles(toy_data_dir, tmp_path, monkeypatch):
     from nmt import training
     from tests.test_training import tiny_cfg

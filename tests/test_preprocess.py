@@ -1,6 +1,6 @@
 """Tests for `nmt preprocess`: reading, cleaning, SentencePiece, the data dir, and bad input.
 
-End-to-end and bad-input cases drive the real CLI in a subprocess; the rest call `nmt.data`
+End-to-end and bad-input cases drive the real CLI in a subprocess; the rest call `nmt.preprocess`
 directly, which is much cheaper. All corpora are tiny synthetic ones written into tmp_path.
 """
 
@@ -22,10 +22,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from nmt.data import PreprocessOptions, Source, check_text_file, preprocess  # noqa: E402
 from nmt.datadir import load_encoded, load_tokenizer, read_meta  # noqa: E402
 from nmt.errors import NMTError  # noqa: E402
+from nmt.preprocess import PreprocessOptions, preprocess  # noqa: E402
+from nmt.sources import Source, check_text_file  # noqa: E402
 from nmt.tokenizer import EOS_ID, default_character_coverage  # noqa: E402
+from tests.conftest import nmt  # noqa: E402
 
 # Parallel word lists: sentence i of one side is the word-by-word translation of the other.
 EN = (
@@ -85,15 +87,7 @@ def expected_text(lines) -> str:
 
 
 def run_cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-m", "nmt", "preprocess", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return nmt("preprocess", *args, check=False, cwd=cwd)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -208,19 +202,19 @@ def test_happy_path_data_dir_layout(pp_happy):
 
 def test_happy_path_meta(pp_happy):
     meta = read_meta(pp_happy["data"])
-    assert meta["src_lang"] == "en" and meta["tgt_lang"] == "de"
-    assert meta["joint_vocab"] is True
-    assert meta["src_vocab_size"] == meta["tgt_vocab_size"] == VOCAB
-    counts = meta["counts"]
+    assert meta.src_lang == "en" and meta.tgt_lang == "de"
+    assert meta.joint_vocab is True
+    assert meta.src_vocab_size == meta.tgt_vocab_size == VOCAB
+    counts = meta.counts
     assert counts["train"]["read"] == counts["train"]["kept"] == 300
     assert counts["train"]["dropped"] == {"empty": 0, "too_long": 0, "length_ratio": 0}
     assert counts["valid"]["read"] == counts["valid"]["kept"] == 20
     assert counts["test"]["read"] == counts["test"]["kept"] == 15
-    assert meta["options"]["vocab_size"] == VOCAB
-    assert meta["options"]["character_coverage"] == 1.0  # en-de: full coverage
-    assert meta["sources"]["train"]["kind"] == "plain"
-    assert meta["sources"]["train"]["paths"][1].endswith("train.de.gz")
-    assert meta["sources"]["test"]["paths"][0].endswith("test.en.gz")
+    assert meta.options["vocab_size"] == VOCAB
+    assert meta.options["character_coverage"] == 1.0  # en-de: full coverage
+    assert meta.sources["train"]["kind"] == "plain"
+    assert meta.sources["train"]["paths"][1].endswith("train.de.gz")
+    assert meta.sources["test"]["paths"][0].endswith("test.en.gz")
     for split in ("train", "valid", "test"):
         ds = load_encoded(pp_happy["data"], split)
         assert counts[split]["tokens"] == {"src": sum(ds["src_len"]), "tgt": sum(ds["tgt_len"])}
@@ -337,13 +331,13 @@ def test_cleaning_drops_and_counts(tmp_path, dedupe):
         tmp_path / "data", {"train": plain(src)}, dedupe=dedupe, max_len=200, max_ratio=8.0
     )
 
-    counts = meta["counts"]["train"]
+    counts = meta.counts["train"]
     expected = {"empty": 11, "duplicate": 6} if dedupe else {"empty": 11}
     expected |= {"too_long": 3, "length_ratio": 1}
     assert counts["dropped"] == expected
     assert counts["read"] == len(rows)
     assert counts["kept"] == len(rows) - sum(expected.values())
-    on_disk = read_meta(tmp_path / "data")["counts"]["train"]
+    on_disk = read_meta(tmp_path / "data").counts["train"]
     assert on_disk["dropped"] == expected and on_disk["kept"] == counts["kept"]
     drops = ", ".join(f"{v} {k}" for k, v in expected.items())
     assert f"train: {len(rows)} pairs read, {counts['kept']} kept (dropped: {drops})" in logs
@@ -367,7 +361,7 @@ def test_valid_and_test_are_never_cleaned(tmp_path):
         dedupe=True,
         max_len=20,
     )
-    assert meta["counts"]["valid"]["read"] == meta["counts"]["valid"]["kept"] == 5
+    assert meta.counts["valid"]["read"] == meta.counts["valid"]["kept"] == 5
     assert len(load_encoded(tmp_path / "data", "valid")) == 5
     assert (tmp_path / "data" / "valid.src").read_text() == expected_text(s for s, _ in rows)
     assert (tmp_path / "data" / "valid.tgt").read_text() == expected_text(t for _, t in rows)
@@ -414,9 +408,9 @@ def test_crlf_and_missing_final_newline(tmp_path):
     meta, _ = build(
         data, {"train": plain(inp / "train"), "valid": plain(inp / "valid", gz=(False, True))}
     )
-    assert meta["counts"]["train"]["read"] == meta["counts"]["train"]["kept"] == 200
-    assert meta["counts"]["train"]["dropped"]["empty"] == 0
-    assert meta["counts"]["valid"]["read"] == meta["counts"]["valid"]["kept"] == 12
+    assert meta.counts["train"]["read"] == meta.counts["train"]["kept"] == 200
+    assert meta.counts["train"]["dropped"]["empty"] == 0
+    assert meta.counts["valid"]["read"] == meta.counts["valid"]["kept"] == 12
     for side, col in (("src", 0), ("tgt", 1)):
         raw = (data / f"valid.{side}").read_bytes()
         assert b"\r" not in raw
@@ -473,11 +467,11 @@ def test_tsv_and_jsonl_with_named_columns(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     meta = read_meta(data)
-    assert meta["counts"]["train"]["read"] == meta["counts"]["train"]["kept"] == len(train)
-    assert meta["counts"]["valid"]["kept"] == len(valid)
-    assert meta["counts"]["test"]["kept"] == len(test)
-    assert meta["sources"]["train"]["kind"] == "table"
-    assert meta["sources"]["train"]["columns"] == ["english", "german"]
+    assert meta.counts["train"]["read"] == meta.counts["train"]["kept"] == len(train)
+    assert meta.counts["valid"]["kept"] == len(valid)
+    assert meta.counts["test"]["kept"] == len(test)
+    assert meta.sources["train"]["kind"] == "table"
+    assert meta.sources["train"]["columns"] == ["english", "german"]
     assert decoded_pairs(data, "train") == train
     assert (data / "valid.src").read_text() == expected_text(s for s, _ in valid)
     assert (data / "valid.tgt").read_text() == expected_text(t for _, t in valid)
@@ -494,8 +488,8 @@ def test_separate_vocabularies(tmp_path):
     meta, logs = build(data, {"train": plain(train)}, joint=False, vocab_size=VOCAB_SIDE)
     assert (data / "spm.src.model").is_file() and (data / "spm.tgt.model").is_file()
     assert not (data / "spm.model").exists()
-    assert meta["joint_vocab"] is False
-    assert meta["src_vocab_size"] == meta["tgt_vocab_size"] == VOCAB_SIDE
+    assert meta.joint_vocab is False
+    assert meta.src_vocab_size == meta.tgt_vocab_size == VOCAB_SIDE
     assert any("(separate)" in line for line in logs)
     tok = load_tokenizer(data)
     assert not tok.joint
@@ -544,8 +538,8 @@ def test_meta_records_character_coverage(tmp_path, src, tgt, given, expected):
         tgt_lang=tgt,
         character_coverage=given,
     )
-    assert meta["options"]["character_coverage"] == expected
-    assert read_meta(tmp_path / "data")["options"]["character_coverage"] == expected
+    assert meta.options["character_coverage"] == expected
+    assert read_meta(tmp_path / "data").options["character_coverage"] == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -810,6 +804,7 @@ def _big_prefix(d: Path, n: int = 60_000) -> Path:
     return Path(write_prefix(d / "big", lines))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_preprocess_leaves_nothing_and_the_next_run_starts_clean(tmp_path, sig):
     prefix = _big_prefix(tmp_path)
@@ -834,7 +829,7 @@ def test_interrupted_preprocess_leaves_nothing_and_the_next_run_starts_clean(tmp
         assert no_leftovers(out)
     meta, logs = build(out, {"train": plain(prefix)})  # a kill -9 leftover is cleared first
     assert no_leftovers(out)
-    assert meta["counts"]["train"]["kept"] == 60_000
+    assert meta.counts["train"]["kept"] == 60_000
     assert any("left by a process that no longer runs" in line for line in logs) == (
         sig == signal.SIGKILL
     )
@@ -858,14 +853,14 @@ def test_full_disk_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkey
 
 
 def test_num_proc_gives_the_same_data_dir(tmp_path, monkeypatch):
-    from nmt import data
+    import nmt.preprocess as job
 
-    monkeypatch.setattr(data, "PARALLEL_MIN_PAIRS", 1)  # worker processes even on a tiny corpus
+    monkeypatch.setattr(job, "PARALLEL_MIN_PAIRS", 1)  # worker processes even on a tiny corpus
     train = write_prefix(tmp_path / "train", make_pairs(3000, seed=23) * 2)
     one, _ = build(tmp_path / "one", {"train": plain(train)}, dedupe=True)
     two, _ = build(tmp_path / "two", {"train": plain(train)}, dedupe=True, num_proc=2)
-    assert one["counts"] == two["counts"]
-    assert one["counts"]["train"]["dropped"]["duplicate"] == 3000
+    assert one.counts == two.counts
+    assert one.counts["train"]["dropped"]["duplicate"] == 3000
     assert decoded_pairs(tmp_path / "one", "train") == decoded_pairs(tmp_path / "two", "train")
 
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from nmt.datadir import read_meta
 from tests.conftest import reverse_pairs, write_parallel
 
@@ -34,6 +36,7 @@ def make(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_iwslt14_recipe_runs_on_local_files(tmp_path):
     raw = tmp_path / "raw"
     for split, n, seed in (("train", 400, 1), ("valid", 20, 2), ("test", 20, 3)):
@@ -43,7 +46,7 @@ def test_iwslt14_recipe_runs_on_local_files(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "fetch.py" not in res.stdout  # local files: nothing downloaded
     meta = read_meta(tmp_path / "bin")
-    assert meta["counts"]["train"]["read"] == 400 and meta["joint_vocab"]
+    assert meta.counts["train"]["read"] == 400 and meta.joint_vocab
     res = make("train-transformer", *common, f"TRAIN_ARGS={' '.join(TINY_MODEL)}")
     assert res.returncode == 0, res.stdout + res.stderr
     assert (tmp_path / "runs" / "transformer" / "best.pt").is_file()

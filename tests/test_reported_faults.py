@@ -47,22 +47,22 @@ def test_validation_bleu_during_training_uses_the_targets_tokenizer(
     toy_data_dir, tiny_checkpoint, monkeypatch
 ):
     """train.log's BLEU, best.pt and patience follow the same number `evaluate` reports."""
-    from nmt import checkpoint, training
+    from nmt import checkpoint, validation
     from nmt.search_options import Hypothesis
 
     model, tok, cfg = checkpoint.load_model(tiny_checkpoint)
-    valid = training.validation_data(cfg, "cpu")
+    valid = validation.validation_data(cfg, "cpu")
     assert valid.tgt_lang == "tgt"  # from the data dir's meta
     texts = iter(ZH_HYPS)
     monkeypatch.setattr(tok, "decode_tgt", lambda ids: next(texts))
     monkeypatch.setattr(
-        training, "decode_corpus", lambda m, src, *a: [[Hypothesis([4], 0.0)] for _ in src]
+        validation, "decode_corpus", lambda m, src, *a: [[Hypothesis([4], 0.0)] for _ in src]
     )
     valid.src, valid.refs, valid.tgt_lang = valid.src[:4], ZH_REFS, "zh-CN"
     cfg = dataclasses.replace(
         cfg, train=dataclasses.replace(cfg.train, valid_bleu=True, valid_max_sentences=0)
     )
-    result = training.validation_scores(model, cfg, valid, tok, "cpu")
+    result = validation.validation_scores(model, cfg, valid, tok, "cpu")
     assert result["bleu"] == pytest.approx(scores.bleu(ZH_HYPS, ZH_REFS, "zh"))
     assert result["bleu"] > scores.bleu(ZH_HYPS, ZH_REFS, "en") + 20
 
@@ -183,7 +183,8 @@ def _tiny_run(data_dir, run, *extra, resume=False):
 def other_vocab_data(tmp_path_factory):
     """A data dir of the toy task in capitals: another vocabulary of the same size as
     `toy_data_dir`'s (and languages xx -> yy)."""
-    from nmt.data import PreprocessOptions, Source, preprocess
+    from nmt.preprocess import PreprocessOptions, preprocess
+    from nmt.sources import Source
     from tests.conftest import reverse_pairs, write_parallel
 
     raw = tmp_path_factory.mktemp("other_raw")
@@ -233,20 +234,20 @@ def test_averaging_checkpoints_of_different_vocabularies_is_refused(
 def test_evaluate_refuses_flags_that_would_not_apply(tiny_checkpoint, tmp_path):
     from nmt.errors import NMTError
     from nmt.evaluate import EvalInputs, EvalOutputs, evaluate
-    from nmt.search_options import SearchOptions
+    from nmt.search_options import DecodeFlags, SearchOptions
 
     f = tmp_path / "h.txt"
     f.write_text("a\n")
     with pytest.raises(NMTError, match="-c/--checkpoint and --source do not apply"):
         EvalInputs(checkpoint=tiny_checkpoint, hypothesis=f, reference=f)
     with pytest.raises(NMTError, match="decoding flags and -o do not apply"):
-        evaluate(EvalInputs(hypothesis=f, reference=f), SearchOptions(beam=2))
+        evaluate(EvalInputs(hypothesis=f, reference=f), DecodeFlags(beam=2))
     with pytest.raises(NMTError, match="decoding flags and -o do not apply"):
         evaluate(EvalInputs(hypothesis=f, reference=f), outputs=EvalOutputs(output=f))
     with pytest.raises(NMTError, match="leave out -d/--split"):
         EvalInputs(checkpoint=tiny_checkpoint, source=f, reference=f, split="valid")
     with pytest.raises(NMTError, match="leave out --n-best"):
-        evaluate(EvalInputs(checkpoint=tiny_checkpoint), SearchOptions(beam=2, n_best=2))
+        evaluate(EvalInputs(checkpoint=tiny_checkpoint), DecodeFlags(beam=2, n_best=2))
     with pytest.raises(NMTError, match="--seed only applies to sampling"):
         SearchOptions(seed=7)
 

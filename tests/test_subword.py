@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from nmt.batching import OVERSIZE, RECUT_WINDOW, Sampling, TrainBatches, _split_oversize, recut
+from nmt.batching import (
+    OVERSIZE,
+    RECUT_WINDOW,
+    BatchPlan,
+    Sampling,
+    TrainBatches,
+    _split_oversize,
+    recut,
+)
 from nmt.datadir import has_text, load_encoded, load_tokenizer
 from nmt.errors import NMTError
 from nmt.tokenizer import PAD_ID, Tokenizer
@@ -32,7 +40,7 @@ def rows(batch) -> list[tuple[list[int], list[int]]]:
 def sampled(toy_data_dir):
     ds = load_encoded(toy_data_dir, "train")
     tok = load_tokenizer(toy_data_dir)
-    return ds, tok, TrainBatches(ds, 300, 1, sampling=Sampling(0.1), tokenizer=tok)
+    return ds, tok, TrainBatches(ds, BatchPlan(300, 1, sampling=Sampling(0.1), tokenizer=tok))
 
 
 def read_window(batches, epoch: int, n: int = RECUT_WINDOW):
@@ -94,7 +102,7 @@ def test_the_recut_leaves_less_padding(sampled):
 
 def test_without_sampling_the_stored_ids_come_bit_for_bit(toy_data_dir):
     ds = load_encoded(toy_data_dir, "train")
-    plain = TrainBatches(ds, 300, 1)
+    plain = TrainBatches(ds, BatchPlan(300, 1))
     for idx in plain.epoch(0)[:3]:
         (got,), n = plain.read(idx, (0, 5))
         r = ds[idx.tolist()]
@@ -104,7 +112,7 @@ def test_without_sampling_the_stored_ids_come_bit_for_bit(toy_data_dir):
 
 def test_a_sampled_batch_over_the_budget_is_split(sampled):
     ds, tok, _ = sampled
-    small = TrainBatches(ds, 60, 1, sampling=Sampling(0.05), tokenizer=tok)
+    small = TrainBatches(ds, BatchPlan(60, 1, sampling=Sampling(0.05), tokenizer=tok))
     split = 0
     schedule = small.epoch(0)[: 3 * RECUT_WINDOW]  # whole windows
     n_rows = 0
@@ -174,7 +182,9 @@ def test_the_text_columns_encode_to_the_stored_ids(toy_data_dir):
 def test_a_sampled_sentence_over_the_model_limit_keeps_its_stored_ids(sampled):
     ds, tok, _ = sampled
     limit = int(max(max(ds["src_len"]), max(ds["tgt_len"])))  # every stored pair fits
-    tight = TrainBatches(ds, 300, 1, sampling=Sampling(0.05, max_len=limit), tokenizer=tok)
+    tight = TrainBatches(
+        ds, BatchPlan(300, 1, sampling=Sampling(0.05, max_len=limit), tokenizer=tok)
+    )
     pairs, idx = read_window(tight, 0)
     stored = ds[idx.tolist()]
     stored = set(zip(map(tuple, stored["src_ids"]), map(tuple, stored["tgt_ids"])))

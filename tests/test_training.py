@@ -88,6 +88,7 @@ def env():
     return os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(toy_data_dir, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "nmt", "train", "-o", str(run), "-q", f"data.dir={toy_data_dir}"]
@@ -109,6 +110,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(toy_data_dir, tmp_path):
     assert f"interrupted at step {state['progress']['step']}" in log.read_text()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_stays_in_sync(toy_data_dir, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -126,7 +128,7 @@ def test_resumed_optimizer_stays_fused_when_the_checkpoint_was_not():
     import torch
 
     from nmt.config import TrainConfig
-    from nmt.training import _restore_fused, make_optimizer
+    from nmt.precision import make_optimizer, restore_fused
 
     model = torch.nn.Linear(4, 3)
     old = torch.optim.Adam(model.parameters(), fused=False)
@@ -135,7 +137,7 @@ def test_resumed_optimizer_stays_fused_when_the_checkpoint_was_not():
     new = make_optimizer(model, TrainConfig())
     new.load_state_dict(old.state_dict())
     assert new.param_groups[0]["fused"] is not True  # what load_state_dict alone gives
-    _restore_fused(new, torch.device("cpu"))
+    restore_fused(new, torch.device("cpu"))
     assert new.param_groups[0]["fused"] is True
     new.step()  # the fused kernel accepts the restored state
     assert int(new.state[model.weight]["step"]) == 2
@@ -143,7 +145,7 @@ def test_resumed_optimizer_stays_fused_when_the_checkpoint_was_not():
 
 def test_resume_mid_epoch_reads_only_the_batches_it_trains_on(toy_data_dir, tmp_path, monkeypatch):
     """The checkpoint's data position decides the next batch; nothing before it is re-read."""
-    from nmt.batching import TrainBatches
+    from nmt.batching import BatchPlan, TrainBatches
 
     common = ["train.valid_every=3", "train.valid_bleu=false", "train.best_metric=loss"]
     train(tiny_cfg(toy_data_dir, *common, "train.max_steps=3"), tmp_path / "r", quiet=True)
@@ -156,7 +158,8 @@ def test_resume_mid_epoch_reads_only_the_batches_it_trains_on(toy_data_dir, tmp_
     )
     cfg = tiny_cfg(toy_data_dir, *common, "train.max_steps=5")
     train(cfg, tmp_path / "r", resume=True, quiet=True)
-    schedule = TrainBatches(load_encoded(toy_data_dir, "train"), 300, cfg.train.seed).epoch(epoch)
+    plan = BatchPlan(300, cfg.train.seed)
+    schedule = TrainBatches(load_encoded(toy_data_dir, "train"), plan).epoch(epoch)
     assert np.array_equal(reads[0], schedule[position])
     assert np.array_equal(reads[1], schedule[position + 1])
     assert len(reads) <= 2 + 4 + 1  # the 2 steps plus at most the prefetch depth ahead
