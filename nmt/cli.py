@@ -18,6 +18,7 @@ import typer
 from nmt.demo import DEMO_MINUTES, DEMO_STEPS
 from nmt.errors import Interrupted, NMTError
 from nmt.export import FORMATS, MAX_BLEU_DROP, QUANTIZATIONS
+from nmt.preprocess_options import CorpusInputs, PreprocessSettings
 from nmt.search_options import DecodeFlags, SearchOptions
 
 app = typer.Typer(
@@ -51,112 +52,69 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-_DECODE_HINTS = typing.get_type_hints(SearchOptions)
 CHECKPOINT_HELP = (
     "Checkpoint (a .pt file of a run dir) or nmt export dir; repeat -c to decode with an "
     "ensemble of checkpoints."
 )
 
 
-def _decode_flags(command):
-    """Give `command` one flag per decoding option (`SearchOptions` fields with a flag in their
-    metadata: name, help and default come from there); the command receives those given as one
-    `decode: DecodeFlags`, which override the model's decode section. `translate` and
-    `evaluate` share them this way."""
-    fields = [f for f in dataclasses.fields(SearchOptions) if "flag" in f.metadata]
-    flags = []
-    for f in fields:
-        name, short, hint = f.metadata["flag"], f.metadata["short"], _DECODE_HINTS[f.name]
-        decl = f"{name}/--no-{name[2:]}" if hint is bool else name
-        shown = f.metadata.get("shown", f.default)
-        text = f"{f.metadata['help']} [default: the model's, else {shown}]"
-        option = typer.Option(None, decl, *([short] if short else []), help=text)
-        flags.append(
-            inspect.Parameter(
-                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint | None
-            )
-        )
+def _flags_of(cls, into: str, make=None, unset: str | None = None):
+    """Give the decorated command one flag per field of dataclass `cls` with a flag in its
+    metadata (name, short name, help; the default is the field's) in place of its parameter
+    `into`, which receives the flags' values as one `make(**values)` (`cls` by default). With
+    `unset`, a help suffix naming the default (formatted with `shown`), every flag defaults to
+    None: not given."""
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if "flag" in f.metadata]
 
-    @functools.wraps(command)
-    def with_decode(*args, **kwargs):
-        decode = DecodeFlags(**{f.name: kwargs.pop(f.name) for f in fields})
-        return command(*args, decode=decode, **kwargs)
+    def parameter(f, kind) -> inspect.Parameter:
+        name, short, hint = f.metadata["flag"], f.metadata["short"], hints[f.name]
+        switch = bool in (hint, *typing.get_args(hint)) and "/" not in name
+        decl = f"{name}/--no-{name[2:]}" if switch else name
+        text, default = f.metadata["help"], f.default
+        if unset is not None:
+            text = f"{text} {unset.format(shown=f.metadata.get('shown', default))}"
+            default, hint = None, hint | None
+        option = typer.Option(default, decl, *([short] if short else []), help=text)
+        return inspect.Parameter(f.name, kind, default=option, annotation=hint)
 
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "decode"]
-    with_decode.__signature__ = inspect.Signature(own + flags)
-    return with_decode
+    def decorate(command):
+        @functools.wraps(command)
+        def with_flags(*args, **kwargs):
+            values = {f.name: kwargs.pop(f.name) for f in fields}
+            return command(*args, **{into: (make or cls)(**values)}, **kwargs)
+
+        own = list(inspect.signature(command).parameters.values())
+        at = next(i for i, p in enumerate(own) if p.name == into)
+        flags = [parameter(f, own[at].kind) for f in fields]
+        with_flags.__signature__ = inspect.Signature(own[:at] + flags + own[at + 1 :])
+        return with_flags
+
+    return decorate
+
+
+# `translate` and `evaluate` share the decoding options this way: those given, as one
+# `decode: DecodeFlags`, override the model's decode section
+_decode_flags = _flags_of(
+    SearchOptions, into="decode", make=DecodeFlags, unset="[default: the model's, else {shown}]"
+)
 
 
 @app.command()
+@_flags_of(CorpusInputs, into="corpus")
+@_flags_of(PreprocessSettings, into="settings")
 def preprocess(
     out: Path = typer.Option(..., "--out", "-o", help="Data dir to write."),
-    src: str | None = typer.Option(None, "--src", "-s", help="Source language code (e.g. de)."),
-    tgt: str | None = typer.Option(None, "--tgt", "-t", help="Target language code (e.g. en)."),
-    pair: list[str] | None = typer.Option(
-        None,
-        "--pair",
-        help="A language pair SRC:TGT instead of --src/--tgt; repeat it for one multilingual "
-        "data dir (each prefix read as PREFIX.SRC and PREFIX.TGT per pair; target-language "
-        "tags where there are several targets).",
-    ),
-    data_spec: Path | None = typer.Option(
-        None,
-        help="YAML listing the pairs, each with its own files and weight (pairs: - pair: "
-        "SRC:TGT, train: PREFIX, valid: PREFIX, test: PREFIX, weight: 1), instead of "
-        "--pair and the prefixes.",
-    ),
-    train_prefix: str | None = typer.Option(None, help="Plain files PREFIX.{src,tgt}[.gz]."),
-    valid_prefix: str | None = typer.Option(None, help="Validation PREFIX.{src,tgt}[.gz]."),
-    test_prefix: str | None = typer.Option(None, help="Test PREFIX.{src,tgt}[.gz]."),
-    train_file: str | None = typer.Option(None, help="TSV or JSONL training file."),
-    valid_file: str | None = typer.Option(None, help="TSV or JSONL validation file."),
-    test_file: str | None = typer.Option(None, help="TSV or JSONL test file."),
-    src_column: str | None = typer.Option(None, help="Source column (default: --src)."),
-    tgt_column: str | None = typer.Option(None, help="Target column (default: --tgt)."),
-    hub: str | None = typer.Option(None, help="HF hub dataset name (needs internet)."),
-    hub_config: str | None = typer.Option(None, help="HF hub dataset config."),
-    hub_splits: str | None = typer.Option(
-        None, help="Hub split names for train,valid,test (default: train,validation,test)."
-    ),
-    vocab_size: int | None = typer.Option(None, help="SentencePiece vocabulary size (8000)."),
-    model_type: str | None = typer.Option(None, help="unigram (the default) or bpe."),
-    joint: bool | None = typer.Option(
-        None, "--joint/--separate", help="One vocabulary (the default) or one per side."
-    ),
-    character_coverage: float | None = typer.Option(
-        None, help="SentencePiece character coverage (default 1.0; 0.9995 for zh/ja/ko)."
-    ),
-    byte_fallback: bool | None = typer.Option(
-        None,
-        "--byte-fallback/--no-byte-fallback",
-        help="Spell characters outside the vocabulary as UTF-8 byte pieces instead of <unk> "
-        "(the model learns to copy those it saw as bytes in training).",
-    ),
-    spm_model: Path | None = typer.Option(
-        None,
-        help="Encode with an existing SentencePiece model instead of training one: a data "
-        "dir's, a checkpoint's (.pt) or a .model file (to fine-tune a model on new data); "
-        "reports how well it covers the new data.",
-    ),
-    max_len: int = typer.Option(250, help="Drop training pairs longer than this (subwords)."),
-    max_ratio: float = typer.Option(3.0, help="Drop training pairs with a longer length ratio."),
-    dedupe: bool = typer.Option(False, help="Drop duplicate training pairs."),
-    input_sentence_size: int | None = typer.Option(
-        None, help="Sentences sampled for SentencePiece training (default 1,000,000)."
-    ),
-    num_proc: int = typer.Option(
-        1, help="Worker processes for cleaning and encoding (e.g. the number of cores)."
-    ),
+    corpus: CorpusInputs = CorpusInputs(),
+    settings: PreprocessSettings = PreprocessSettings(),
     force: bool = typer.Option(False, help="Overwrite an existing data dir."),
 ) -> None:
     """Clean parallel data, train SentencePiece and write an encoded data dir."""
-    flags = dict(locals())  # every flag above, by its parameter name
-    from nmt.preprocess import PreprocessOptions, preprocess
-    from nmt.sources import CorpusInputs
+    from nmt.preprocess import PreprocessOptions
+    from nmt.preprocess import preprocess as run_preprocess
 
-    out, force = flags.pop("out"), flags.pop("force")
-    corpus = CorpusInputs(**{f.name: flags.pop(f.name) for f in dataclasses.fields(CorpusInputs)})
-    preprocess(PreprocessOptions.from_inputs(corpus, **flags), out, force=force, log=_say)
+    opts = PreprocessOptions.from_inputs(corpus, settings)
+    run_preprocess(opts, out, force=force, log=_say)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,9 @@ from nmt import datadir
 from nmt.datadir import Meta, MetaPair
 from nmt.errors import NMTError
 from nmt.files import one_line, remove_stale_temps, reporting_full_disk, temp_name
+from nmt.preprocess_options import VOCAB_SIZE, CorpusInputs, PreprocessSettings
 from nmt.signals import sigterm_as_interrupt
-from nmt.sources import CorpusInputs, Pair, Source, SplitInput, file_stamp, load_split, stamps
+from nmt.sources import Pair, Source, SplitInput, corpus_pairs, file_stamp, load_split, stamps
 from nmt.stages import (
     ArrowStream,
     Stage,
@@ -47,36 +48,33 @@ from nmt.vocabulary import (
 
 PARALLEL_MIN_PAIRS = 50_000  # worker processes only pay off on big corpora
 CLEAN_SCHEMA = pa.schema([("src", pa.string()), ("tgt", pa.string())])
-# the options of a new SentencePiece model (a reused one, `spm_model`, takes none of them)
-VOCABULARY_OPTIONS = (
-    "vocab_size",
-    "model_type",
-    "joint",
-    "character_coverage",
-    "byte_fallback",
-    "input_sentence_size",
-)
+# the defaults of a new SentencePiece model's options (a reused one, `spm_model`, takes none)
+VOCABULARY_DEFAULTS = {
+    "vocab_size": VOCAB_SIZE,
+    "model_type": "unigram",
+    "joint": True,
+    "character_coverage": None,  # chosen from the languages
+    "byte_fallback": False,  # uncovered characters as UTF-8 byte pieces instead of <unk>
+    "input_sentence_size": SPM_SAMPLE_SENTENCES,
+}
 
 
 @dataclass(frozen=True)
-class PreprocessOptions:
+class PreprocessOptions(PreprocessSettings):
+    """Everything a data dir is made from: the settings (keyword-only, as the flags give them)
+    and the corpus, either one language pair with its `sources` or a multilingual `pairs`."""
+
     src_lang: str = ""  # a bilingual data dir's languages (with `sources`), or `pairs`
     tgt_lang: str = ""
-    vocab_size: int = 8000
-    model_type: str = "unigram"
-    joint: bool = True
-    character_coverage: float | None = None  # None: chosen from the languages
-    byte_fallback: bool = False  # uncovered characters as UTF-8 byte pieces instead of <unk>
-    max_len: int = 250  # subword tokens, training pairs only
-    max_ratio: float = 3.0
-    dedupe: bool = False
-    input_sentence_size: int = SPM_SAMPLE_SENTENCES
-    num_proc: int = 1
     sources: dict[str, Source] = field(default_factory=dict)
-    spm_model: str | None = None  # an existing SentencePiece model (file, data dir, checkpoint)
     pairs: tuple[Pair, ...] = ()  # a multilingual data dir's pairs (instead of the above)
 
     def __post_init__(self):
+        for name, default in VOCABULARY_DEFAULTS.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if self.spm_model is not None:  # as text: the fingerprint and the meta are JSON
+            object.__setattr__(self, "spm_model", str(self.spm_model))
         if self.model_type not in MODEL_TYPES:
             raise NMTError(
                 f"--model-type must be {' or '.join(MODEL_TYPES)}, not {self.model_type!r}"
@@ -91,24 +89,20 @@ class PreprocessOptions:
             raise NMTError("a multilingual data dir has one joint vocabulary: leave out --separate")
 
     @classmethod
-    def from_inputs(cls, inputs: CorpusInputs, spm_model=None, **options) -> PreprocessOptions:
-        """The options of `nmt preprocess`'s flags: the corpus `inputs`, and `options` by field
-        name, where a vocabulary option of None is not given (its default)."""
-        vocabulary = {k: options.pop(k, None) for k in VOCABULARY_OPTIONS}
-        given = {k: v for k, v in vocabulary.items() if v is not None}
-        if spm_model is not None and given:
+    def from_inputs(cls, inputs: CorpusInputs, settings: PreprocessSettings) -> PreprocessOptions:
+        """The options of `nmt preprocess`'s flags: the corpus `inputs` and the `settings`."""
+        given = [k for k in VOCABULARY_DEFAULTS if getattr(settings, k) is not None]
+        if settings.spm_model is not None and given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise NMTError(f"{flags}: options of a new SentencePiece model, not of --spm-model")
-        pairs = inputs.pairs()
+        pairs = corpus_pairs(inputs)
         one = None if inputs.multilingual else pairs[0]
         return cls(
             src_lang=one.src if one else "",
             tgt_lang=one.tgt if one else "",
             pairs=() if one else pairs,
-            **given,
-            spm_model=str(spm_model) if spm_model is not None else None,
             sources=one.sources if one else {},
-            **options,
+            **{f.name: getattr(settings, f.name) for f in fields(settings)},
         )
 
     def all_pairs(self) -> tuple[Pair, ...]:

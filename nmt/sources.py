@@ -1,13 +1,14 @@
-"""Where `nmt preprocess` reads its sentence pairs: the input specs (`Source`, `CorpusInputs`,
-`Pair`, the `--data-spec` file) and one reader per kind of source (`READERS`), each checking its
-input before any heavy work and streaming it in chunks of (src, tgt) lines.
+"""Where `nmt preprocess` reads its sentence pairs: the input specs (`Source`, `Pair`, the pairs
+that `nmt.preprocess_options.CorpusInputs` names, the `--data-spec` file) and one reader per kind
+of source (`READERS`), each checking its input before any heavy work and streaming it in chunks
+of (src, tgt) lines.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -15,9 +16,8 @@ from typing import NamedTuple
 from nmt import datadir
 from nmt.errors import NMTError
 from nmt.files import open_bytes
+from nmt.preprocess_options import HUB_SPLITS, CorpusInputs
 from nmt.stages import BLOCK, PAIRS_PER_CHUNK
-
-HUB_SPLITS = "train,validation,test"
 
 
 @dataclass(frozen=True)
@@ -46,78 +46,49 @@ class Pair:
         return f"{self.src}-{self.tgt}"
 
 
-@dataclass(frozen=True)
-class CorpusInputs:
-    """The corpus as `nmt preprocess` names it: the languages (`--src`/`--tgt`, each `--pair`
-    SRC:TGT, or a `--data-spec` file), and where the splits come from: aligned plain files
-    (PREFIX.{src,tgt}[.gz]), TSV/JSONL tables (with column names), or a hub dataset."""
+def corpus_pairs(inputs: CorpusInputs) -> tuple[Pair, ...]:
+    """The language pairs of `inputs` with their sources: the data spec's, or one per pair."""
+    if inputs.data_spec is not None:
+        files = [getattr(inputs, f.name) for f in fields(inputs) if f.name not in _LANGUAGE_FIELDS]
+        if inputs.src or inputs.tgt or inputs.pair or any(v is not None for v in files):
+            raise NMTError("--data-spec lists the pairs and their files: leave out the others")
+        return read_data_spec(inputs.data_spec)
+    languages = _language_pairs(inputs.src, inputs.tgt, inputs.pair)
+    if len(languages) > 1 and (inputs.src_column or inputs.tgt_column):
+        raise NMTError("--src-column/--tgt-column name one pair's columns: not with several --pair")
+    return tuple(Pair(a, b, _corpus_sources(inputs, a, b)) for a, b in languages)
 
-    src: str | None = None
-    tgt: str | None = None
-    pair: Sequence[str] | None = None  # "SRC:TGT" each
-    data_spec: Path | None = None
-    train_prefix: str | None = None
-    valid_prefix: str | None = None
-    test_prefix: str | None = None
-    train_file: str | None = None
-    valid_file: str | None = None
-    test_file: str | None = None
-    src_column: str | None = None  # default: the source language code
-    tgt_column: str | None = None
-    hub: str | None = None
-    hub_config: str | None = None
-    hub_splits: str | None = None  # hub split names for train,valid,test (None: HUB_SPLITS)
 
-    @property
-    def multilingual(self) -> bool:
-        """Whether the pairs make a multilingual data dir: a data spec or several --pair."""
-        return self.data_spec is not None or len(self.pair or ()) > 1
-
-    def pairs(self) -> tuple[Pair, ...]:
-        """The language pairs with their sources: the data spec's, or one per language pair."""
-        if self.data_spec is not None:
-            files = [getattr(self, f.name) for f in fields(self) if f.name not in _LANGUAGE_FIELDS]
-            if self.src or self.tgt or self.pair or any(v is not None for v in files):
-                raise NMTError("--data-spec lists the pairs and their files: leave out the others")
-            return read_data_spec(self.data_spec)
-        languages = _language_pairs(self.src, self.tgt, self.pair)
-        if len(languages) > 1 and (self.src_column or self.tgt_column):
-            raise NMTError(
-                "--src-column/--tgt-column name one pair's columns: not with several --pair"
+def _corpus_sources(inputs: CorpusInputs, src: str, tgt: str) -> dict[str, Source]:
+    """Each given split's `Source`; the training split is required."""
+    _check_flags(inputs)
+    columns = (inputs.src_column or src, inputs.tgt_column or tgt)
+    hub_names = (inputs.hub_splits or HUB_SPLITS).split(",")
+    sources: dict[str, Source] = {}
+    for i, split in enumerate(datadir.SPLITS):
+        prefix, file = getattr(inputs, f"{split}_prefix"), getattr(inputs, f"{split}_file")
+        if prefix and file:
+            raise NMTError(f"give either --{split}-prefix or --{split}-file, not both")
+        if prefix:
+            sources[split] = plain_source(prefix, src, tgt)
+        elif file:
+            sources[split] = Source("table", (file,), columns)
+        elif inputs.hub and i < len(hub_names) and hub_names[i]:
+            sources[split] = Source(
+                "hub", (), (src, tgt), inputs.hub, inputs.hub_config, hub_names[i].strip()
             )
-        return tuple(Pair(a, b, self.sources(a, b)) for a, b in languages)
+    if "train" not in sources:
+        raise NMTError("no training data: give --train-prefix, --train-file or --hub")
+    return sources
 
-    def sources(self, src: str, tgt: str) -> dict[str, Source]:
-        """Each given split's `Source`; the training split is required."""
-        self._check_flags()
-        columns = (self.src_column or src, self.tgt_column or tgt)
-        hub_names = (self.hub_splits or HUB_SPLITS).split(",")
-        sources: dict[str, Source] = {}
-        for i, split in enumerate(datadir.SPLITS):
-            prefix, file = getattr(self, f"{split}_prefix"), getattr(self, f"{split}_file")
-            if prefix and file:
-                raise NMTError(f"give either --{split}-prefix or --{split}-file, not both")
-            if prefix:
-                sources[split] = plain_source(prefix, src, tgt)
-            elif file:
-                sources[split] = Source("table", (file,), columns)
-            elif self.hub and i < len(hub_names) and hub_names[i]:
-                sources[split] = Source(
-                    "hub", (), (src, tgt), self.hub, self.hub_config, hub_names[i].strip()
-                )
-        if "train" not in sources:
-            raise NMTError("no training data: give --train-prefix, --train-file or --hub")
-        return sources
 
-    def _check_flags(self) -> None:
-        """Flags that would have no effect are refused, not ignored."""
-        tables = any(getattr(self, f"{split}_file") for split in datadir.SPLITS)
-        if (self.src_column or self.tgt_column) and not tables:
-            raise NMTError(
-                "--src-column/--tgt-column name columns of --train/valid/test-file tables"
-            )
-        if not self.hub and (self.hub_config or self.hub_splits is not None):
-            raise NMTError("--hub-config/--hub-splits apply to a --hub dataset")
+def _check_flags(inputs: CorpusInputs) -> None:
+    """Flags that would have no effect are refused, not ignored."""
+    tables = any(getattr(inputs, f"{split}_file") for split in datadir.SPLITS)
+    if (inputs.src_column or inputs.tgt_column) and not tables:
+        raise NMTError("--src-column/--tgt-column name columns of --train/valid/test-file tables")
+    if not inputs.hub and (inputs.hub_config or inputs.hub_splits is not None):
+        raise NMTError("--hub-config/--hub-splits apply to a --hub dataset")
 
 
 _LANGUAGE_FIELDS = ("src", "tgt", "pair", "data_spec")  # of CorpusInputs; the rest name files

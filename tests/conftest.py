@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -66,28 +67,60 @@ def toy_data_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(toy_data_dir, tmp_path_factory):
-    """A tiny Transformer trained for two steps: a real checkpoint for translate tests."""
+# the sizes of `tiny_checkpoint`: a Transformer that trains its two steps in about a second
+TINY_RUN = ["model.d_model=32", "model.n_heads=4", "model.d_ff=64", "model.encoder_layers=1"]
+TINY_RUN += ["model.decoder_layers=1", "train.max_tokens=300", "train.valid_every=2"]
+TINY_RUN += ["train.valid_bleu=false", "train.best_metric=loss"]
+
+
+def tiny_run(data_dir, run, *extra, resume=False):
+    """Train TINY_RUN for two steps (`extra` overrides either) into `run`; the run's summary."""
     from nmt.config import load_config
     from nmt.training import train
 
+    cfg = load_config(None, [f"data.dir={data_dir}", *TINY_RUN, "train.max_steps=2", *extra])
+    return train(cfg, run, resume=resume, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(toy_data_dir, tmp_path_factory):
+    """A tiny Transformer trained for two steps: a real checkpoint for translate tests."""
     run = tmp_path_factory.mktemp("tiny") / "run"
-    overrides = ["model.d_model=32", "model.n_heads=4", "model.d_ff=64", "model.encoder_layers=1"]
-    overrides += ["model.decoder_layers=1", "train.max_tokens=300", "train.max_steps=2"]
-    overrides += ["train.valid_every=2", "train.valid_bleu=false", "train.best_metric=loss"]
-    train(load_config(None, [f"data.dir={toy_data_dir}", *overrides]), run, quiet=True)
+    tiny_run(toy_data_dir, run)
     return run / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def other_vocab_data(tmp_path_factory):
+    """A data dir of the toy task in capitals: another vocabulary of the same size as
+    `toy_data_dir`'s (and languages xx -> yy)."""
+    from nmt.preprocess import PreprocessOptions, preprocess
+    from nmt.sources import Source
+
+    raw = tmp_path_factory.mktemp("other_raw")
+    sources = {}
+    for split, n, seed in (("train", 800, 5), ("valid", 30, 6), ("test", 30, 7)):
+        pairs = [(s.upper(), t.upper()) for s, t in reverse_pairs(n, seed)]
+        prefix = write_parallel(raw, split, pairs, "xx", "yy")
+        sources[split] = Source("plain", (f"{prefix}.xx", f"{prefix}.yy"))
+    out = tmp_path_factory.mktemp("other") / "data"
+    opts = PreprocessOptions(src_lang="xx", tgt_lang="yy", vocab_size=36, sources=sources)
+    preprocess(opts, out, log=lambda m: None)
+    return out
 
 
 # fixtures that train a model through the CLI or for many steps: their tests are `slow`
 SLOW_FIXTURES = {"trained", "multi", "toy", "two_models", "base_run"}
 
 
+FIRST = ("test_readme.py",)  # the longest files start first, so that the workers end together
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the rest keep their order
 
 
 DEVICES = ["cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
@@ -163,8 +196,22 @@ def one_line_error(res, *needles):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """preprocess -> train a small Transformer on word reversal through the CLI."""
-    tmp = tmp_path_factory.mktemp("e2e")
+    """preprocess -> train a small Transformer on word reversal through the CLI: built once per
+    test run and shared by its workers (each test writes only names of its own beside it)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's base dir, above each worker's own
+    tmp = root / "e2e"
+    with FileLock(str(root / "e2e.lock")):
+        if not (tmp / "run" / "best.pt").is_file():  # a worker killed while building: again
+            shutil.rmtree(tmp, ignore_errors=True)
+            _train_e2e(tmp)
+    return tmp
+
+
+def _train_e2e(tmp):
     raw = tmp / "raw"
     for split, n, seed in (("train", 2000, 11), ("valid", 50, 12), ("test", 50, 13)):
         write_parallel(raw, split, reverse_pairs(n, seed), "xx", "yy")

@@ -1,5 +1,6 @@
-"""The layer around the core: format knowledge lives with its owner, the config is torch-free,
-and the import layers hold (`make test` runs import-linter; this file checks what it cannot)."""
+"""The architecture's rules: format knowledge with its owner, a torch-free config, the layers.
+
+`make test` runs import-linter; this file checks what it cannot."""
 
 from __future__ import annotations
 

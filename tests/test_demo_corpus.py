@@ -1,4 +1,4 @@
-"""Tests for the built-in synthetic English-German demo corpus."""
+"""The built-in synthetic English-German demo corpus."""
 
 import re
 

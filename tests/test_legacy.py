@@ -1,6 +1,8 @@
-"""Artifacts written by an earlier nmt (before per-backend configs, the checkpoint module's
-`RunState` and metrics.jsonl) keep working: tests/fixtures/legacy holds a tiny data dir, a
-Transformer run dir and an rnn_attention checkpoint written by that version."""
+"""Artifacts written by an earlier nmt keep working: its data dirs, run dirs and checkpoints.
+
+That version came before per-backend configs, the checkpoint module's `RunState` and
+metrics.jsonl: tests/fixtures/legacy holds a tiny data dir, a Transformer run dir and an
+rnn_attention checkpoint written by it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Every backend keeps the contract: cached step-by-step decoding equals one teacher-forced pass,
-and each one learns a tiny reversal task."""
+"""The backend contract: cached step-by-step decoding equals one teacher-forced pass.
+
+Each backend also learns a tiny reversal task."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The GPU path, checked on CPU (and on CUDA where present): bf16 autocast with float32
-accumulation in the fused loss, attention that can use the fused SDPA kernels, and
-torch.compile with no graph breaks in the Transformer and bounded recompiles."""
+"""The GPU path, checked on CPU (and on CUDA where present): bf16, fused SDPA, torch.compile.
+
+bf16 autocast with float32 accumulation in the fused loss, attention that can use the fused SDPA
+kernels, and torch.compile with no graph breaks in the Transformer and bounded recompiles."""
 
 from __future__ import annotations
 

@@ -880,3 +880,35 @@ def test_ctrl_c_while_sentencepiece_reads_its_sample_is_an_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_sentencepiece(sentences(), model, 32)
     assert not model.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Faults reported against other toolkits: a tab's place, line breaks, uncovered characters
+
+
+def test_pairs_that_differ_only_in_where_a_tab_falls_are_both_kept():
+    from nmt.stages import _pair_hash
+
+    assert _pair_hash("a\tb", "c") != _pair_hash("a", "b\tc")
+    assert _pair_hash("a", "b") == _pair_hash("a", "b")
+
+
+def test_lines_split_at_newlines_only():
+    from nmt.files import one_line, split_lines
+
+    text = "one\u2028still one\r\ntwo\x0cstill two\nthree\x85\n"
+    assert split_lines(text) == ["one\u2028still one", "two\x0cstill two", "three\x85"]
+    assert len(text.splitlines()) == 6  # what reading hypothesis files used to do
+    assert one_line("a\nb\r\nc\rd") == "a b c d"
+
+
+def test_byte_fallback_keeps_uncovered_characters(tmp_path):
+    from nmt.tokenizer import Tokenizer, train_sentencepiece
+
+    text = ["red cat moon", "blue dog sun", "green bird tree"] * 50
+    plain = Tokenizer(train_sentencepiece(iter(text), tmp_path / "a.model", 20).read_bytes())
+    assert plain.uncovered("red 東京 cat") == ["東京"]
+    model = train_sentencepiece(iter(text), tmp_path / "b.model", 280, byte_fallback=True)
+    tok = Tokenizer(model.read_bytes())
+    assert tok.uncovered("red 東京 cat") == []
+    assert tok.src.decode(tok.encode_src(["red 東京 cat"])[0][:-1]) == "red 東京 cat"

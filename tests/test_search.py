@@ -151,24 +151,6 @@ def test_sampling_respects_top_k():
     assert len({tuple(h[0].tokens) for h in hyps}) > 2  # real sampling varies
 
 
-def test_bad_options_are_refused():
-    from nmt.errors import NMTError
-
-    with pytest.raises(NMTError):
-        SearchOptions(beam=2, n_best=3)
-    with pytest.raises(NMTError):
-        SearchOptions(beam=4, sample=True)
-    with pytest.raises(NMTError, match="--n-best 3 does not apply"):
-        SearchOptions(sample=True, n_best=3)  # was accepted, and one hypothesis came back
-    with pytest.raises(NMTError, match="--top-p only applies to sampling: add --sample"):
-        SearchOptions(top_p=0.9)  # was accepted, and beam search ignored it
-    with pytest.raises(NMTError, match="--temperature/--top-k only apply to sampling"):
-        SearchOptions(beam=1, temperature=0.5, top_k=3)
-    with pytest.raises(NMTError, match="--length-penalty ranks the finished hypotheses"):
-        SearchOptions(beam=1, alpha=1.0)
-    SearchOptions(sample=True, top_p=0.9, temperature=0.5)  # where they apply: accepted
-
-
 # --- invariants on every real backend (random weights are fine: the search must be exact) ---
 
 

@@ -1,4 +1,4 @@
-"""The training loop: checkpoints, resume equivalence, Ctrl-C, and 2-process DDP on CPU."""
+"""The training loop: checkpoints, resume and what it refuses, Ctrl-C and SIGTERM, DDP on CPU."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from nmt.config import load_config
 from nmt.datadir import load_encoded
 from nmt.errors import NMTError
 from nmt.training import train
+from tests.conftest import tiny_run
 
 TINY = [
     "model.d_model=32",
@@ -84,6 +85,40 @@ def test_resume_needs_a_checkpoint_and_fresh_runs_refuse_to_overwrite(toy_data_d
         train(tiny_cfg(toy_data_dir, "train.max_steps=1"), tmp_path / "r", quiet=True)
 
 
+def test_resume_refuses_what_the_runs_state_carries(toy_data_dir, other_vocab_data, tmp_path):
+    """`--resume train.lr=1e-5` kept the old rate while config.yaml said 1e-5."""
+    run = tmp_path / "run"
+    tiny_run(toy_data_dir, run)
+    recorded = (run / "config.yaml").read_text()
+    for change in ("train.lr=1e-5", "train.warmup=7", "train.max_tokens=400"):
+        key = change.split("=")[0]
+        with pytest.raises(NMTError, match=rf"--resume cannot change {key} \("):
+            tiny_run(toy_data_dir, run, change, resume=True)
+    with pytest.raises(NMTError, match="is not the one .* was trained with"):
+        tiny_run(other_vocab_data, run, resume=True)
+    assert (run / "config.yaml").read_text() == recorded  # nothing rewritten
+    summary = tiny_run(toy_data_dir, run, "train.max_steps=3", "train.log_every=1", resume=True)
+    assert summary["steps"] == 3  # budgets and logging take effect
+
+
+def test_without_a_validation_split_best_pt_follows_the_training_loss(toy_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(toy_data_dir, data, ignore=shutil.ignore_patterns("valid*"))
+    run = tmp_path / "run"
+    summary = train(
+        tiny_cfg(data, "train.max_steps=4", "train.valid_every=2", "train.patience=1"),
+        run,
+        quiet=True,
+    )
+    log = (run / "train.log").read_text()
+    assert f"no validation split in {data}" in log
+    assert summary["best_metric"] == "train_loss" and summary["best"] is not None
+    history = checkpoint.load(run / "last.pt")["progress"]["history"]
+    assert [h["step"] for h in history] == [2, 4] and all("train_loss" in h for h in history)
+    best = checkpoint.load(run / "best.pt")["progress"]
+    assert best["best"] == min(h["train_loss"] for h in history)
+
+
 def env():
     return os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -108,6 +143,27 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(toy_data_dir, tmp_path):
     state = checkpoint.load(run / "last.pt")
     assert state["progress"]["step"] >= 3
     assert f"interrupted at step {state['progress']['step']}" in log.read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_last_pt_like_ctrl_c(toy_data_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["-m", "nmt", "train", "-o", str(run), "-q", f"data.dir={toy_data_dir}", *TINY]
+    args += ["train.max_steps=100000", "train.valid_every=100000"]
+    proc = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env()
+    )
+    log = run / "train.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.is_file() and "step 3 " in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert b"Traceback" not in err
+    step = checkpoint.load(run / "last.pt")["progress"]["step"]
+    assert step >= 3
+    assert f"stopped by SIGTERM at step {step}" in log.read_text()
 
 
 @pytest.mark.slow

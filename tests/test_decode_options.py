@@ -1,6 +1,9 @@
-"""The config's `decode` section: the one home of the decode options. It travels in the run dir,
-the checkpoint and the export; translate/evaluate/score start from it, flags override it, and
-validation searches with it (its beam from train.valid_beam)."""
+"""Decode options (`nmt/search_options.py`): checked, kept in the config's `decode` section.
+
+The section is the one home of the decode options. It travels in the run dir, the checkpoint and
+the export; translate/evaluate/score start from it, flags override it, and validation searches
+with it (its beam from train.valid_beam).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,22 @@ from nmt.config import load_config
 from nmt.errors import NMTError
 from nmt.search_options import DecodeFlags, SearchOptions
 from tests.conftest import nmt
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(NMTError):
+        SearchOptions(beam=2, n_best=3)
+    with pytest.raises(NMTError):
+        SearchOptions(beam=4, sample=True)
+    with pytest.raises(NMTError, match="--n-best 3 does not apply"):
+        SearchOptions(sample=True, n_best=3)  # was accepted, and one hypothesis came back
+    with pytest.raises(NMTError, match="--top-p only applies to sampling: add --sample"):
+        SearchOptions(top_p=0.9)  # was accepted, and beam search ignored it
+    with pytest.raises(NMTError, match="--temperature/--top-k only apply to sampling"):
+        SearchOptions(beam=1, temperature=0.5, top_k=3)
+    with pytest.raises(NMTError, match="--length-penalty ranks the finished hypotheses"):
+        SearchOptions(beam=1, alpha=1.0)
+    SearchOptions(sample=True, top_p=0.9, temperature=0.5)  # where they apply: accepted
 
 
 def test_a_decode_section_is_typed_and_checked():
