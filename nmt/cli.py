@@ -19,7 +19,7 @@ from nmt.demo import DEMO_MINUTES, DEMO_STEPS
 from nmt.errors import Interrupted, NMTError
 from nmt.export import FORMATS, MAX_BLEU_DROP, QUANTIZATIONS
 from nmt.preprocess_options import CorpusInputs, PreprocessSettings
-from nmt.search_options import DecodeFlags, SearchOptions
+from nmt.search_options import BATCH_TOKENS, DecodeFlags, SearchOptions
 
 app = typer.Typer(
     name="nmt",
@@ -282,8 +282,7 @@ def score(
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     batch_tokens: int | None = typer.Option(
         None,
-        help="Tokens per batch [default: the model's decode section, else "
-        f"{SearchOptions().batch_tokens}].",
+        help=f"Tokens per batch [default: the model's decode section, else {BATCH_TOKENS}].",
     ),
     tgt_lang: str | None = typer.Option(
         None, help="The language to write, for a multilingual model (its languages: nmt card)."

@@ -102,11 +102,13 @@ def evaluate(
         result.update(source=str(Path(source).resolve()), reference=str(Path(reference).resolve()))
         if len(srcs) != len(refs):
             raise NMTError(f"{len(srcs)} source lines but {len(refs)} reference lines")
-        best = _translate(translator, srcs, decode, result, tgt_lang)
+        # a multilingual model is asked for the language; a bilingual one writes its own
+        asked = tgt_lang if translator.tokenizer.tags else None
+        best = _translate(translator, srcs, decode, result, asked)
         hyps = [t.text for t in best]
-        flags = [t.flags for t in best]
-        result["trust_flags"] = summary(flags, hyps, refs, lambda h, r: bleu(h, r, tgt_lang))
-        _write_outputs(outputs, hyps, flags, result)
+        trust = [t.flags for t in best]
+        result["trust_flags"] = summary(trust, hyps, refs, lambda h, r: bleu(h, r, tgt_lang))
+        _write_outputs(outputs, hyps, trust, result)
     result.update(score(hyps, refs, tgt_lang))
     if outputs.json_out is not None:
         write_text(Path(outputs.json_out), json.dumps(result, indent=2) + "\n")

@@ -87,7 +87,7 @@ def export(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         exporter.convert(model, state.config, state.tokenizer, tmp, quantization)
-        manifest = _finish(format, state, model, Path(ckpt), tmp, quantization)
+        manifest = _finish(format, state, Path(ckpt), tmp, quantization)
         manifest["parity"] = check_parity(
             _reference(state, model), tmp, quantization, _valid_sample(state, valid), max_bleu_drop
         )
@@ -114,7 +114,7 @@ def _exporter(format: str, quantization: str) -> Exporter:
     return exporter
 
 
-def _finish(format: str, state, model, ckpt: Path, tmp: Path, quantization: str) -> dict:
+def _finish(format: str, state, ckpt: Path, tmp: Path, quantization: str) -> dict:
     """The SentencePiece model(s) and the manifest beside the model files in `tmp`."""
     from nmt import __version__, datadir
     from nmt.config import to_dict

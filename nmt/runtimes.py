@@ -30,7 +30,6 @@ RUNTIMES: dict[str, Callable[[list, RuntimeOptions], TranslatorBase]] = {
     CHECKPOINT: _torch,
     CTRANSLATE2: _ctranslate2,
 }
-ENSEMBLES = (CHECKPOINT,)  # the kinds that decode several models as one
 
 
 def kind_of(path: str | Path) -> str:
@@ -47,6 +46,11 @@ def open_translator(
     paths = list(path) if isinstance(path, list | tuple) else [path]
     if not paths:
         raise NMTError("no checkpoint given")
+    if len(paths) > 1 and any(Path(p).is_dir() for p in paths):
+        raise NMTError(
+            "an export dir decodes alone (CTranslate2 has no ensembles): give several "
+            "torch checkpoints (-c a.pt -c b.pt) to decode as an ensemble"
+        )
     kinds = [kind_of(p) for p in paths]
     for p, kind in zip(paths, kinds):
         if kind not in RUNTIMES:
@@ -54,11 +58,6 @@ def open_translator(
                 f"{p}: an export of format {kind!r}, which this nmt cannot run (it runs: "
                 f"{', '.join(k for k in RUNTIMES if k != CHECKPOINT)}); re-export it"
             )
-    if len(paths) > 1 and (len(set(kinds)) > 1 or kinds[0] not in ENSEMBLES):
-        raise NMTError(
-            "an export dir decodes alone (CTranslate2 has no ensembles): give several "
-            "torch checkpoints (-c a.pt -c b.pt) to decode as an ensemble"
-        )
     return RUNTIMES[kinds[0]](paths, runtime)
 
 

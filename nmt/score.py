@@ -13,6 +13,7 @@ from pathlib import Path
 from nmt.errors import NMTError
 from nmt.files import read_lines, read_text_lines
 from nmt.runtimes import open_translator
+from nmt.search_options import DecodeFlags
 from nmt.translate import _output
 from nmt.translator import RuntimeOptions
 
@@ -50,7 +51,8 @@ def run_scoring(
     """Score every pair before writing anything; returns the number of pairs."""
     srcs, tgts = read_pairs(source, target)  # line counts checked before the model loads
     translator = open_translator(ckpt, runtime)
-    scores = translator.score(srcs, tgts, batch_tokens, tgt_lang) if srcs else []
+    budget = translator.options(DecodeFlags(batch_tokens=batch_tokens)).batch_tokens  # checked
+    scores = translator.score(srcs, tgts, budget, tgt_lang) if srcs else []
     with _output(output) as out:
         out.write("".join(s.line() + "\n" for s in scores))
     return len(scores)

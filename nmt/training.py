@@ -119,10 +119,11 @@ def _budget_reason(cfg: Config, progress: Progress) -> str | None:
     return None
 
 
-def _batch_plan(cfg: Config, meta, tokenizer, train_ds, rank: int, world: int) -> BatchPlan:
-    """How this process cuts its training batches (`meta`: `datadir.read_meta`'s): subword
-    sampling where `train.subword_alpha` asks, each pair's target-language tag where the
-    vocabulary has tags."""
+def _batch_plan(
+    cfg: Config, meta: datadir.Meta, tokenizer, train_ds, rank: int, world: int
+) -> BatchPlan:
+    """How this process cuts its training batches: subword sampling where `train.subword_alpha`
+    asks, each pair's target-language tag where the vocabulary has tags."""
     t, sampling = cfg.train, None
     if t.subword_alpha:
         if not datadir.has_text(train_ds):

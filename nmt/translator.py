@@ -325,7 +325,7 @@ class TranslatorBase:
                     f"line {i + 1}: the target has {len(seq) + 1} tokens with {EOS}, over the "
                     f"model's limit of {self.max_len}"
                 )
-        budget = batch_tokens or self.decode.batch_tokens
+        budget = self.decode.batch_tokens if batch_tokens is None else batch_tokens
         totals = self.score_ids(src_ids, tgt_ids, budget) if src_ids else []
         return [Score(t, t / (len(y) + 1), len(y) + 1) for t, y in zip(totals, tgt_ids)]
 

@@ -104,9 +104,9 @@ def pair_mean(results: list[dict]) -> dict:
     return mean
 
 
-def validation_sets(cfg: Config, meta, device) -> dict[str, ValidData] | None:
-    """The validation split by pair name ({"": split} for a bilingual data dir; `meta`:
-    `datadir.read_meta`'s); None when the data dir has none."""
+def validation_sets(cfg: Config, meta: datadir.Meta, device) -> dict[str, ValidData] | None:
+    """The validation split by pair name ({"": split} for a bilingual data dir); None when the
+    data dir has none."""
     names = list(datadir.pair_rows(meta, "valid")) or [None]
     sets = {name or "": validation_data(cfg, device, pair=name) for name in names}
     return None if None in sets.values() else sets
@@ -137,7 +137,7 @@ class Validator:
     flags' calibration from the last validation (or the checkpoint resumed from)."""
 
     def __init__(
-        self, cfg: Config, meta, tokenizer, device, enabled: bool = True, calibration=None
+        self, cfg: Config, meta: datadir.Meta, tokenizer, device, enabled=True, calibration=None
     ):
         self.cfg, self.tokenizer, self.device = cfg, tokenizer, device
         self.sets = validation_sets(cfg, meta, device) if enabled else None

@@ -56,3 +56,10 @@ def test_evaluate_refuses_a_data_dir_of_another_language_pair(tiny_checkpoint, o
 
     with pytest.raises(NMTError, match="is xx->yy, the model translates src->tgt"):
         evaluate(EvalInputs(checkpoint=tiny_checkpoint, data_dir=other_vocab_data))
+
+
+def test_tgt_lang_of_a_bilingual_model_names_its_language_for_the_bleu_tokenizer(tiny_checkpoint):
+    from nmt.evaluate import EvalInputs, evaluate
+
+    result = evaluate(EvalInputs(checkpoint=tiny_checkpoint, split="valid", tgt_lang="zh"))
+    assert result["tgt_lang"] == "zh" and "tok:zh" in result["bleu_signature"]
