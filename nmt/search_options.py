@@ -140,14 +140,13 @@ def _over(self, base: SearchOptions) -> SearchOptions:
     if "sample" in given and "beam" not in given:
         values["beam"] = None  # the mode's own beam
     beam = values["beam"] or (1 if values["sample"] else BEAM)
-    keep = set(given)
     for name in FLAGGED:
         refused = (
             (name in SAMPLING_ONLY and not values["sample"])
             or (name == "alpha" and beam == 1)
             or (name == "n_best" and (values["sample"] or values["n_best"] > beam))
         )
-        if refused and name not in keep:
+        if refused and name not in given:
             values[name] = _DEFAULTS[name]
     return SearchOptions(**values, attention=base.attention)
 
