@@ -284,7 +284,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise NMTError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split("\n")[0].split())
+            raise NMTError(f"override {item!r}: not a valid YAML value ({reason})") from None
     return raw
 
 

@@ -59,7 +59,10 @@ class CT2Translator(TranslatorBase):
             model = ctranslate2.Translator(str(d), device=device, intra_threads=threads)
         except (RuntimeError, ValueError) as e:
             raise NMTError(f"{d}: CTranslate2 cannot load the model ({str(e)[:120]})") from None
-        return cls(model, tokenizer, cfg, manifest)
+        try:
+            return cls(model, tokenizer, cfg, manifest)
+        except ValueError as e:  # the manifest's calibration
+            raise NMTError(f"{d}: corrupt manifest ({e}); re-run nmt export") from None
 
     def seed(self, seed: int) -> None:
         import ctranslate2

@@ -36,6 +36,21 @@ def write_manifest(export_dir: Path, format: str, protos: dict[str, bytes], fiel
     return manifest
 
 
+MAX_SPM_BYTES = 64 << 20  # a SentencePiece model is a few MB: a larger "model" is no export's
+
+
+def _corrupt(d: Path) -> NMTError:
+    return NMTError(f"{d / MANIFEST}: corrupt manifest; re-run nmt export")
+
+
+def _file_names(names) -> bool:
+    """Whether `names` are plain names of files inside the dir (no path, no parent)."""
+    return isinstance(names, list | dict) and all(
+        isinstance(n, str) and n not in ("", ".", "..") and "/" not in n and "\\" not in n
+        for n in names
+    )
+
+
 def _load(d: Path) -> dict:
     if not (d / MANIFEST).is_file():
         raise NMTError(
@@ -44,11 +59,20 @@ def _load(d: Path) -> dict:
         )
     try:
         manifest = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
-        str(manifest["format"])
-        list(manifest["files"]), dict(manifest["spm"])
-        dict(manifest["config"])  # what a runtime builds the model's config from
-    except (ValueError, KeyError, TypeError):
-        raise NMTError(f"{d / MANIFEST}: corrupt manifest; re-run nmt export") from None
+    except (ValueError, OSError):
+        raise _corrupt(d) from None
+    shapes = isinstance(manifest, dict) and (
+        isinstance(manifest.get("format"), str)
+        and _file_names(manifest.get("files"))
+        and _file_names(manifest.get("spm"))
+        and bool(manifest["spm"])
+        and all(isinstance(h, str) for h in manifest["spm"].values())
+        and isinstance(manifest.get("config"), dict)  # what a runtime builds the config from
+        and isinstance(manifest.get("calibration"), dict | None)
+        and all(isinstance(manifest.get(k), str | None) for k in ("src_lang", "tgt_lang"))
+    )
+    if not shapes:
+        raise _corrupt(d)
     return manifest
 
 
@@ -65,7 +89,10 @@ def read_manifest(export_dir: Path) -> dict:
     if missing:
         raise NMTError(f"{d}: export is incomplete, {missing[0]} is missing; re-run nmt export")
     for name, digest in manifest["spm"].items():
-        if hashlib.sha256((d / name).read_bytes()).hexdigest() != digest:
+        path = d / name
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_SPM_BYTES:
+            raise _corrupt(d)  # only the dir's own regular files, read within a bound
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             raise NMTError(
                 f"{d / name}: SentencePiece model does not match the exported model "
                 "(the file was replaced); re-run nmt export"

@@ -152,6 +152,8 @@ def read_lines(paths: Iterable[Path], stdin_if_none: bool = True) -> Iterator[st
     is an error naming the file and line. `.gz` files are read decompressed."""
     paths = list(paths)
     if not paths and stdin_if_none:
+        if sys.stdin is None:  # started with file descriptor 0 closed
+            raise NMTError("standard input is closed: give input files, or pipe the input in")
         yield from _decoded("<stdin>", sys.stdin.buffer)
         return
     for path in paths:
@@ -165,17 +167,25 @@ def read_lines(paths: Iterable[Path], stdin_if_none: bool = True) -> Iterator[st
             yield from _decoded(str(path), f)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"  # a mark some editors put first in a UTF-8 file: never text
+
+
 def open_bytes(path: Path):
-    """A binary file object, decompressed when the name ends in .gz."""
+    """A binary file object, decompressed when the name ends in .gz, past a leading UTF-8 BOM."""
     import gzip
 
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    f = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    if f.peek(len(UTF8_BOM))[: len(UTF8_BOM)] == UTF8_BOM:
+        f.read(len(UTF8_BOM))
+    return f
 
 
 def _decoded(name: str, f) -> Iterator[str]:
     n = 0
     try:
         for n, raw in enumerate(f, start=1):
+            if n == 1 and raw.startswith(UTF8_BOM):  # stdin (files skip it when opened)
+                raw = raw[len(UTF8_BOM) :]
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:

@@ -20,7 +20,7 @@ import difflib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 CHECKS = ("loop", "length_ratio", "copy", "cut", "low_confidence")
 CALIBRATED = ("length_ratio", "low_confidence")  # need a `Calibration`
@@ -54,7 +54,14 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Calibration | None:
-        return cls(**d) if d else None
+        """The saved thresholds (None: uncalibrated); a ValueError for anything else."""
+        if not d:
+            return None
+        names = [f.name for f in fields(cls)]
+        numbers = all(type(v) in (int, float) for v in d.values()) if isinstance(d, dict) else False
+        if not numbers or sorted(d) != sorted(names):
+            raise ValueError(f"calibration must hold the numbers {', '.join(names)}")
+        return cls(**d)
 
     def to_dict(self) -> dict:
         return asdict(self)

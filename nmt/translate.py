@@ -86,7 +86,7 @@ def run_translation(
     returns the number of lines. A file output is written to a temporary name and renamed at the
     end, so an error never leaves a half-written file behind."""
     buffer = streams.buffer
-    if buffer is None and not streams.inputs and sys.stdin.isatty():
+    if buffer is None and not streams.inputs and sys.stdin is not None and sys.stdin.isatty():
         buffer = 1  # typed in: answer each line at once
     translator = open_translator(ckpt, runtime)
     opts = dataclasses.replace(translator.options(decode), attention=attention.wanted)
@@ -218,6 +218,8 @@ def _output(path: Path | None):
         with atomic_write(path) as f:
             yield f
         return
+    if sys.stdout is None:  # started with file descriptor 1 closed
+        raise NMTError("standard output is closed: give -o FILE")
     try:
         yield sys.stdout
         sys.stdout.flush()

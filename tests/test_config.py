@@ -139,3 +139,13 @@ def test_each_backend_has_its_own_config_and_old_full_dumps_still_load():
     partial = {k: v for k, v in every.items() if k != "norm"} | {"backend": "rnn"}
     with pytest.raises(NMTError, match="is not a key of the rnn backend"):
         from_dict(Config, {"model": partial})
+
+
+@pytest.mark.parametrize(
+    "override", ["train.extra_valid=[data-bin/x", "train.lr=!!python/object:os.system ls"]
+)
+def test_a_yaml_typo_in_an_override_is_one_line(override):
+    """Field report: a dotted override that is no YAML gave a 62-75-line yaml traceback."""
+    with pytest.raises(NMTError, match=r"^override .*: not a valid YAML value \(") as e:
+        load_config(None, [override])
+    assert "\n" not in str(e.value)

@@ -28,6 +28,14 @@ def test_score_an_existing_hypothesis_file(tmp_path):
     assert "100.00" in res.stdout
 
 
+def test_a_reference_file_starting_with_a_bom_scores_as_its_text(tmp_path):
+    """Field report (pandas#4793's class): identical text scored 92.06 BLEU against a BOM."""
+    (tmp_path / "hyp").write_text("a cat sat on the mat\nthe dog ran\n")
+    (tmp_path / "ref").write_bytes(b"\xef\xbb\xbfa cat sat on the mat\nthe dog ran\n")
+    res = nmt("evaluate", "--hypothesis", tmp_path / "hyp", "--reference", tmp_path / "ref")
+    assert res.stdout.splitlines()[1].split()[:2] == ["BLEU", "100.00"]
+
+
 # --- refused: options accepted and silently ignored, inputs that do not belong together ---------
 
 

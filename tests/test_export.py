@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -312,6 +313,42 @@ def test_bad_input_is_a_one_line_error(toy, tmp_path):
     )
     with pytest.raises(NMTError, match="transformer"):
         export(rnn, tmp_path / "r2")
+
+
+def _tamper(edit):
+    def change(d):
+        manifest = json.loads((d / MANIFEST).read_text())
+        edit(d, manifest)
+        (d / MANIFEST).write_text(json.dumps(manifest))
+
+    return change
+
+
+TAMPERED = {  # field report: names outside the dir or unbounded read until MemoryError; TypeErrors
+    "spm names a path outside": lambda d, m: m.update(spm={"../../etc/passwd": "0" * 64}),
+    "spm names an absolute path": lambda d, m: m.update(spm={"/dev/zero": "0" * 64}),
+    "files names a parent": lambda d, m: m["files"].append("../../etc/shadow"),
+    "spm empty": lambda d, m: m.update(spm={}),
+    "calibration a string": lambda d, m: m.update(calibration="abc"),
+    "calibration of other keys": lambda d, m: m.update(calibration={"length_ratio": "x"}),
+    "spm a huge file": lambda d, m: _sparse(d / "big.model", m),
+}
+
+
+def _sparse(path, manifest):
+    """A 1 GiB file that takes no disk (sparse), named as the SentencePiece model."""
+    path.write_bytes(b"")
+    os.truncate(path, 1 << 30)
+    manifest.update(spm={path.name: "0" * 64})
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_tampered_manifest_is_one_line_and_reads_nothing_outside(toy, tmp_path, case):
+    d = tmp_path / "x"
+    shutil.copytree(toy["dir"], d)
+    _tamper(TAMPERED[case])(d)
+    res = nmt("translate", "-c", d, input="a b\n", check=False)
+    one_line_error(res, "corrupt manifest", "re-run nmt export")
 
 
 # --- the export proves itself: parity with torch, a model card ---------------------------------

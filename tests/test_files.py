@@ -200,3 +200,13 @@ def test_a_kill_while_best_pt_is_written_is_repaired_on_resume(toy_data_dir, tmp
     assert best["progress"]["step"] == 4
     assert best["progress"]["best"] == last["best"]
     assert "best.pt rewritten" in (run / "train.log").read_text()
+
+
+def test_a_bom_first_on_stdin_is_no_text(monkeypatch):
+    import io
+
+    from nmt.files import read_lines
+
+    stdin = io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfred cat\n\xef\xbb\xbfkept\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert list(read_lines([])) == ["red cat\n", "\ufeffkept\n"]  # first in the stream only

@@ -912,3 +912,24 @@ def test_byte_fallback_keeps_uncovered_characters(tmp_path):
     tok = Tokenizer(model.read_bytes())
     assert tok.uncovered("red 東京 cat") == []
     assert tok.src.decode(tok.encode_src(["red 東京 cat"])[0][:-1]) == "red 東京 cat"
+
+
+def test_a_utf8_bom_at_the_start_of_a_file_is_no_text(tmp_path):
+    """Field report (pandas#4793's class): a BOM editors put first is read past, plain or gz."""
+    train = write_prefix(tmp_path / "train", make_pairs(200, seed=21), gz=(False, True))
+    valid = write_prefix(tmp_path / "valid", make_pairs(12, seed=22))
+    for side, gz in (("en", False), ("de", True)):
+        for prefix in (train, valid):
+            path = Path(f"{prefix}.{side}" + (".gz" if gz and prefix == train else ""))
+            body = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            data = b"\xef\xbb\xbf" + body
+            path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    out = tmp_path / "out"
+    args = ["--src", "en", "--tgt", "de", "--train-prefix", train, "--valid-prefix", valid]
+    run_cli(*args, "--vocab-size", VOCAB, "--out", out)
+    for name in ("valid.src", "valid.tgt"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert not text.startswith("\ufeff") and text.splitlines()[0]
+    tok = load_tokenizer(out)
+    first = load_encoded(out, "train")[0]
+    assert "\ufeff" not in tok.decode_tgt(first["tgt_ids"][:-1])

@@ -87,3 +87,33 @@ def test_alignments_link_words_of_the_printed_texts_without_special_tokens():
     )
     t.attention = attention
     assert t.alignment() == "0-0 1-1"  # was "0-0 2-1 1-2 0-3": pieces, and a link for </s>
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command, closed, needle",
+    [
+        ("translate", 0, "standard input is closed"),
+        ("score", 0, "standard input is closed"),
+        ("translate", 1, "standard output is closed: give -o FILE"),
+    ],
+)
+def test_a_closed_stdin_or_stdout_is_one_line(tiny_checkpoint, command, closed, needle):
+    """Field report: `nmt translate -c C <&-` (or `>&-`) ended in a 41-43-line AttributeError."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, one_line_error
+
+    res = subprocess.run(
+        [sys.executable, "-m", "nmt", command, "-c", str(tiny_checkpoint)],
+        stdout=None if closed == 1 else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        input=b"red cat\n" if closed == 1 else None,
+        env=ENV,
+        preexec_fn=lambda: os.close(closed),
+        timeout=300,
+    )
+    res.stderr = res.stderr.decode()
+    one_line_error(res, needle)
