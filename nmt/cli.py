@@ -293,7 +293,9 @@ def score(
     from nmt.translator import RuntimeOptions
 
     runtime = RuntimeOptions(device=device, threads=threads)
-    run_scoring(_one_or_many(ckpt), source, target, output, runtime, batch_tokens, tgt_lang)
+    run_scoring(
+        _one_or_many(ckpt), source, target, output, runtime, batch_tokens, tgt_lang, log=_say
+    )
 
 
 @app.command()

@@ -8,13 +8,14 @@ noisy parallel data, rerank n-best lists, or check a model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from nmt.errors import NMTError
 from nmt.files import read_lines, read_text_lines
 from nmt.runtimes import open_translator
 from nmt.search_options import DecodeFlags
-from nmt.translate import _output
+from nmt.translate import Notes, _output
 from nmt.translator import RuntimeOptions
 
 
@@ -47,12 +48,17 @@ def run_scoring(
     runtime: RuntimeOptions = RuntimeOptions(),
     batch_tokens: int | None = None,  # default: the model's decode section's
     tgt_lang: str | None = None,  # the language of the targets (a multilingual model's tag)
+    log: Callable[[str], None] = print,
 ) -> int:
-    """Score every pair before writing anything; returns the number of pairs."""
+    """Score every pair before writing anything (a truncated source or one with characters
+    outside the vocabulary is a warning in `log`, as in translate); returns the number of
+    pairs."""
     srcs, tgts = read_pairs(source, target)  # line counts checked before the model loads
     translator = open_translator(ckpt, runtime)
     budget = translator.options(DecodeFlags(batch_tokens=batch_tokens)).batch_tokens  # checked
-    scores = translator.score(srcs, tgts, budget, tgt_lang) if srcs else []
+    notes = Notes(log)
+    scores = translator.score(srcs, tgts, budget, tgt_lang, notes) if srcs else []
+    notes.close()
     with _output(output) as out:
         out.write("".join(s.line() + "\n" for s in scores))
     return len(scores)

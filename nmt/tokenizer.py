@@ -164,12 +164,19 @@ class Tokenizer:
         return [prefix + ids + [EOS_ID] for ids in self.src.encode(sentences)]
 
     def tag_id(self, lang: str | None) -> int:
-        """The id of `lang`'s tag in a multilingual vocabulary; an error naming the languages
-        there are when `lang` is none of them."""
+        """The id of `lang`'s tag in a multilingual vocabulary, `lang` in any spelling of its
+        language (`de-DE`, `DE`, `deu` for `de`: `languages.base`) where one tag is that
+        language; an error naming the languages there are when `lang` is none of them."""
+        if lang not in self.tags and lang:
+            same = [t for t in self.tags if languages.base(t) == languages.base(lang)]
+            lang = same[0] if len(same) == 1 else lang
         if lang not in self.tags:
             known = ", ".join(sorted(self.tags))
-            asked = f"target language {lang!r}" if lang else "no target language"
-            raise NMTError(f"{asked}: this multilingual model writes {known} (give --tgt-lang)")
+            if not lang:
+                raise NMTError(
+                    f"no target language: this multilingual model writes {known} (give --tgt-lang)"
+                )
+            raise NMTError(f"target language {lang!r}: this multilingual model writes {known}")
         return self.tags[lang]
 
     def sample(

@@ -100,13 +100,7 @@ def run_translation(
     if attention.plot_dir is not None:
         Path(attention.plot_dir).mkdir(parents=True, exist_ok=True)
 
-    heard: Counter = Counter()  # notes per kind: the first MAX_NOTES of each are shown
-
-    def warn(note: LineNote) -> None:
-        heard[note.kind] += 1
-        if heard[note.kind] <= MAX_NOTES:
-            log(f"warning: {note}")
-
+    warn = Notes(log)
     bar = _progress_bar() if streams.progress and buffer is None else None
     n = 0
     try:
@@ -134,10 +128,25 @@ def run_translation(
     finally:
         if bar is not None:
             bar.close()
-    for kind, count in heard.items():
-        if count > MAX_NOTES:
-            log(f"warning: {count} lines in all with {NOTE_KINDS[kind]}")
+    warn.close()
     return n
+
+
+class Notes:
+    """`LineNote`s said in a log: the first MAX_NOTES of each kind, then how many there were."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.heard = log, Counter()
+
+    def __call__(self, note: LineNote) -> None:
+        self.heard[note.kind] += 1
+        if self.heard[note.kind] <= MAX_NOTES:
+            self.log(f"warning: {note}")
+
+    def close(self) -> None:
+        for kind, count in self.heard.items():
+            if count > MAX_NOTES:
+                self.log(f"warning: {count} lines in all with {NOTE_KINDS[kind]}")
 
 
 class _Required:

@@ -204,16 +204,7 @@ class TranslatorBase:
         """
         warn = warn or _warn
         todo = [i for i, s in enumerate(sentences) if s.strip()]
-        lang = self.target(tgt_lang)
-        ids = self.tokenizer.encode_src([sentences[i].strip() for i in todo], lang)
-        for k, seq in enumerate(ids):
-            if UNK_ID in seq:
-                spans = " ".join(self.tokenizer.uncovered(sentences[todo[k]].strip()))
-                warn(LineNote(todo[k], "uncovered", f"not in the model's vocabulary: {spans}"))
-            if len(seq) > self.max_len:
-                message = f"{len(seq)} source tokens, truncated to the model's limit of "
-                warn(LineNote(todo[k], "truncated", f"{message}{self.max_len}"))
-                ids[k] = self._fit(seq)
+        ids = self.encode_sources(sentences, todo, self.target(tgt_lang), warn)
         phrases, required = None, None
         if constraints is not None:
             phrases, required = self._required(sentences, todo, constraints, opts, warn)
@@ -229,6 +220,21 @@ class TranslatorBase:
                 missing = _quoted([required[k][j] for j in hyps[k][0].unmet])
                 warn(LineNote(i, "unmet", f"not met within the length limit: {missing}"))
         return out
+
+    def encode_sources(self, sentences, rows, lang, warn) -> list[list[int]]:
+        """The ids of `sentences[i]` for each i in `rows` (tagged for `lang`), cut to the model's
+        length limit: the one encoding of translation and scoring, with a `LineNote` for each
+        line truncated or holding characters the vocabulary does not cover."""
+        ids = self.tokenizer.encode_src([sentences[i].strip() for i in rows], lang)
+        for k, (i, seq) in enumerate(zip(rows, ids)):
+            if UNK_ID in seq:
+                spans = " ".join(self.tokenizer.uncovered(sentences[i].strip()))
+                warn(LineNote(i, "uncovered", f"not in the model's vocabulary: {spans}"))
+            if len(seq) > self.max_len:
+                message = f"{len(seq)} source tokens, truncated to the model's limit of "
+                warn(LineNote(i, "truncated", f"{message}{self.max_len}"))
+                ids[k] = self._fit(seq)
+        return ids
 
     def target(self, lang: str | None) -> str | None:
         """The language to write: `lang` where given (a multilingual model's tag; a bilingual
@@ -309,6 +315,7 @@ class TranslatorBase:
         targets: list[str],
         batch_tokens: int | None = None,
         tgt_lang: str | None = None,
+        warn: Callable[[LineNote], None] | None = None,
     ) -> list[Score]:
         """Forced decoding of each (source, target) pair: how likely the model finds the given
         translation. Sources are encoded (and truncated) as for translation; a target over the
@@ -316,8 +323,8 @@ class TranslatorBase:
         decode section's."""
         if len(sources) != len(targets):
             raise NMTError(f"{len(sources)} sources but {len(targets)} targets")
-        src_ids = self.tokenizer.encode_src([s.strip() for s in sources], self.target(tgt_lang))
-        src_ids = [self._fit(seq) for seq in src_ids]
+        lang, rows = self.target(tgt_lang), range(len(sources))
+        src_ids = self.encode_sources(sources, rows, lang, warn or _warn)
         tgt_ids = self.tokenizer.encode_tgt([t.strip() for t in targets])
         for i, seq in enumerate(tgt_ids):
             if len(seq) + 1 > self.max_len:

@@ -260,3 +260,16 @@ def test_a_data_spec_gives_each_pair_its_files_and_weight(tmp_path):
     )
     one_line_error(res, "leave out the others")
     assert not (tmp_path / "x").exists()
+
+
+def test_any_spelling_of_a_target_language_picks_its_tag(multi):
+    """Field report (fairseq#3906's class): `de-DE`, `DE` or `deu` was refused by a multilingual
+    model while a bilingual one took them; one language-code normaliser for both."""
+    tok = open_translator(multi / "run" / "best.pt").tokenizer
+    assert all(tok.tag_id(code) == tok.tags["rv"] for code in ("rv", "RV", "rv-XX", "rv_Latn"))
+    with pytest.raises(
+        NMTError, match=r"^target language 'de': this multilingual model writes cp, rv$"
+    ):
+        tok.tag_id("de")
+    with pytest.raises(NMTError, match=r"no target language: .* \(give --tgt-lang\)"):
+        tok.tag_id(None)

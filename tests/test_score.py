@@ -79,3 +79,20 @@ def test_cli_files_stdin_and_mismatched_counts(pairs, tmp_path):
     one_line_error(res, "has 50 lines", "has 1")
     res = nmt("score", "-c", ckpt, input="no tab here\n", check=False)
     one_line_error(res, "<stdin>:1: 1 tab-separated fields")
+
+
+def test_a_source_over_the_limit_is_truncated_with_the_warning_translate_gives(
+    tiny_checkpoint, tmp_path
+):
+    """Field report (sockeye PR#593's class): score truncated a long source silently."""
+    from nmt.checkpoint import read
+
+    limit = read(tiny_checkpoint).config.model.max_len
+    src, tgt = tmp_path / "src", tmp_path / "tgt"
+    src.write_text("red cat\n" + "red " * (limit + 20) + "\n")
+    tgt.write_text("cat red\nred\n")
+    scored = nmt("score", "-c", tiny_checkpoint, src, tgt)
+    translated = nmt("translate", "-c", tiny_checkpoint, src)
+    note = f"line 2: {limit + 21} source tokens, truncated to the model's limit of {limit}"
+    assert f"warning: {note}" in scored.stderr and f"warning: {note}" in translated.stderr
+    assert len(scored.stdout.splitlines()) == 2
