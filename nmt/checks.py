@@ -1,8 +1,15 @@
-"""Value checks that every typed config shares; each failure is a one-line error naming the key."""
+"""Value checks that every typed config shares, each failure a one-line error naming the key;
+and `flag`, the metadata that gives a typed field its command-line flag (`nmt.cli` reads it)."""
 
 from __future__ import annotations
 
 from nmt.errors import NMTError
+
+
+def flag(name: str, help: str, short: str | None = None, shown=None) -> dict:
+    """A field's command-line flag: its name (NAME/OTHER for a pair of switches), short name,
+    help, and the default it shows where the field's own (None) depends on other options."""
+    return {"flag": name, "short": short, "help": help} | ({"shown": shown} if shown else {})
 
 
 def choice(name: str, value: str, choices: tuple[str, ...]) -> None:

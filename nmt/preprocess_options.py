@@ -11,13 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nmt.checks import flag as _flag
+
 HUB_SPLITS = "train,validation,test"  # hub split names for train,valid,test
 VOCAB_SIZE = 8000
-
-
-def _flag(flag: str, help: str, short: str | None = None) -> dict:
-    """A field's command-line flag: its name (NAME/OTHER for a pair of switches), short name, help."""
-    return {"flag": flag, "short": short, "help": help}
 
 
 @dataclass(frozen=True)

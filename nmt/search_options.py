@@ -15,17 +15,12 @@ import struct
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
+from nmt.checks import flag as _flag
 from nmt.errors import NMTError
 
 BEAM = 5  # default beam size (1 when sampling)
 BATCH_TOKENS = 4000  # source tokens per decoding (and scoring) batch
 SAMPLING_ONLY = ("temperature", "top_k", "top_p", "seed")  # fields that only sampling reads
-
-
-def _flag(flag: str, help: str, short: str | None = None, shown=None) -> dict:
-    """A field's command-line flag: its name, short name, help, and the default it shows where
-    the field's own default (None) stands for one that depends on other options."""
-    return {"flag": flag, "short": short, "help": help} | ({"shown": shown} if shown else {})
 
 
 @dataclass(frozen=True)
